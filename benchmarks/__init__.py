@@ -1,0 +1,1 @@
+"""Benchmarks against peers run in the same session (see benchmarks/README.md)."""
