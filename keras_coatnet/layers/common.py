@@ -1,0 +1,189 @@
+"""Small building blocks shared by the CoAtNet blocks. All tensors are NHWC.
+
+Sub-layer names follow timm's module names (`conv1_1x1`, `norm1`, `shortcut.expand`, ...), which is what lets
+`timm_weights` map a timm `state_dict` onto a model without a per-block table.
+"""
+
+import keras
+import numpy as np
+from keras import layers, ops
+
+PACKAGE = "keras_coatnet"
+
+
+def activation(name):
+    """Returns the activation function for a timm `act_layer` name (gelu is the exact erf form, as timm's)."""
+    if name == "gelu":
+        return lambda x: ops.gelu(x, approximate=False)
+    if name == "gelu_tanh":
+        return lambda x: ops.gelu(x, approximate=True)
+    if name in ("silu", "swish"):
+        return ops.silu
+    if name == "relu":
+        return ops.relu
+    if name == "tanh":
+        return ops.tanh
+    raise ValueError(f"Unknown activation {name!r}.")
+
+
+def float32_policy(policy):
+    """The dtype policy for numerically sensitive layers (norms, softmax): float32 under mixed precision."""
+    return "float32" if policy.compute_dtype != policy.variable_dtype else policy
+
+
+def norm_layer(kind, eps, name, dtype_policy):
+    """BatchNorm or LayerNorm over the channel axis of NHWC (timm `batchnorm2d`/`layernorm2d`), kept in float32
+    under mixed precision. BatchNorm momentum 0.9 is PyTorch's 0.1."""
+    policy = float32_policy(dtype_policy)
+    if kind.startswith("batchnorm"):
+        return layers.BatchNormalization(epsilon=eps, momentum=0.9, name=name, dtype=policy)
+    return layers.LayerNormalization(epsilon=eps, name=name, dtype=policy)
+
+
+def timm_padding(kernel_size, stride, padding):
+    """How to reproduce timm's conv/pool padding in Keras: returns (explicit_pad, keras_padding).
+
+    timm's default ('') pads symmetrically by ((stride - 1) + (k - 1)) // 2, which for even inputs and stride 2
+    differs from Keras 'same' (Keras pads bottom/right only), so it is done with an explicit pad and 'valid'.
+    `padding='same'` is TF's 'same', as timm's.
+    """
+    if padding == "same":
+        return 0, "same"
+    pad = ((stride - 1) + (kernel_size - 1)) // 2
+    if stride == 1 and 2 * pad == kernel_size - 1:
+        return 0, "same"
+    return pad, "valid"
+
+
+def conv2d(filters, kernel_size, name, stride=1, padding="", use_bias=False, groups=1, dtype=None):
+    """A timm-padded conv: returns a list of layers (an optional ZeroPadding2D, then the conv).
+
+    `groups == filters` (and == input channels) gives a DepthwiseConv2D."""
+    pad, mode = timm_padding(kernel_size, stride, padding)
+    out = [layers.ZeroPadding2D(pad, name=f"{name}_pad", dtype=dtype)] if pad else []
+    if groups > 1 and groups == filters:
+        out.append(layers.DepthwiseConv2D(kernel_size, strides=stride, padding=mode, use_bias=use_bias,
+                                          name=name, dtype=dtype))
+    else:
+        out.append(layers.Conv2D(filters, kernel_size, strides=stride, padding=mode, use_bias=use_bias,
+                                 groups=groups, name=name, dtype=dtype))
+    return out
+
+
+def apply(layer_list, x):
+    """Applies a list of layers in order (the training flag reaches them through Keras' call context)."""
+    for layer in layer_list:
+        x = layer(x)
+    return x
+
+
+def _avg3_count_scale(h, w):
+    """[1, H/2, W/2, 1] factors turning a zero-padded 3x3/2 average into one over the valid cells only."""
+    ones = np.pad(np.ones((h, w), "float32"), 1)
+    count = np.array([[ones[i:i + 3, j:j + 3].sum() for j in range(0, w, 2)] for i in range(0, h, 2)])
+    return (9.0 / count)[None, :, :, None].astype("float32")
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class Pool2d(layers.Layer):
+    """timm's 2x downsampling pools on NHWC: 'avg2'/'max2' (2x2, stride 2), and 'avg'/'max' (3x3, stride 2,
+    symmetric padding 1; the 3x3 average excludes the padding from its count, the max pads with -inf).
+    Input [B, H, W, C] with even H, W -> [B, H/2, W/2, C]."""
+
+    def __init__(self, pool_type="avg2", padding="", **kwargs):
+        super().__init__(**kwargs)
+        self.pool_type, self.padding = pool_type, padding
+
+    def call(self, x):
+        if self.pool_type in ("avg2", "max2"):
+            fn = ops.average_pool if self.pool_type == "avg2" else ops.max_pool
+            return fn(x, 2, 2, padding="valid")
+        if self.padding == "same":
+            fn = ops.average_pool if self.pool_type == "avg" else ops.max_pool
+            return fn(x, 3, 2, padding="same")
+        pads = [[0, 0], [1, 1], [1, 1], [0, 0]]
+        if self.pool_type == "max":
+            x = ops.pad(x, pads, constant_values=float("-inf"))
+            return ops.max_pool(x, 3, 2, padding="valid")
+        summed = ops.average_pool(ops.pad(x, pads), 3, 2, padding="valid")
+        return summed * ops.cast(_avg3_count_scale(x.shape[1], x.shape[2]), summed.dtype)
+
+    def compute_output_shape(self, shape):
+        half = lambda n: None if n is None else (n + 1) // 2
+        return (shape[0], half(shape[1]), half(shape[2]), shape[3])
+
+    def get_config(self):
+        return {**super().get_config(), "pool_type": self.pool_type, "padding": self.padding}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class Downsample2d(layers.Layer):
+    """timm's Downsample2d: optional 2x pool, then a 1x1 conv `expand` when the width changes.
+    [B, H, W, in] -> [B, H/2, W/2, out] (or [B, H, W, out] with `pool_type=None`)."""
+
+    def __init__(self, out_dim, pool_type="avg2", use_bias=True, padding="", **kwargs):
+        super().__init__(**kwargs)
+        self.out_dim, self.pool_type, self.use_bias, self.padding = out_dim, pool_type, use_bias, padding
+        self.pool = Pool2d(pool_type, padding, name="pool", dtype=self.dtype_policy) if pool_type else None
+        self.expand = None
+
+    def build(self, shape):
+        if shape[-1] != self.out_dim:
+            self.expand = layers.Conv2D(self.out_dim, 1, use_bias=self.use_bias, name="expand",
+                                        dtype=self.dtype_policy)
+            self.expand.build(shape)
+
+    def call(self, x):
+        if self.pool is not None:
+            x = self.pool(x)
+        return self.expand(x) if self.expand is not None else x
+
+    def compute_output_shape(self, shape):
+        if self.pool is not None:
+            shape = self.pool.compute_output_shape(shape)
+        return (*shape[:-1], self.out_dim)
+
+    def get_config(self):
+        return {**super().get_config(), "out_dim": self.out_dim, "pool_type": self.pool_type,
+                "use_bias": self.use_bias, "padding": self.padding}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class DropPath(layers.Layer):
+    """Stochastic depth: in training, zeroes a sample's residual branch with probability `rate` and scales the
+    kept ones by 1/(1-rate). Identity at inference. Any shape [B, ...]."""
+
+    def __init__(self, rate=0.0, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.rate, self.seed = float(rate), seed
+        self.seed_generator = keras.random.SeedGenerator(seed) if rate > 0 else None
+
+    def call(self, x, training=None):
+        if not training or self.rate == 0.0:
+            return x
+        keep = 1.0 - self.rate
+        shape = (ops.shape(x)[0],) + (1,) * (len(x.shape) - 1)
+        mask = ops.floor(keep + keras.random.uniform(shape, seed=self.seed_generator, dtype=x.dtype))
+        return x * mask / keep
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class LayerScale(layers.Layer):
+    """Per-channel learned scale `gamma` (timm LayerScale2d). [B, H, W, C] -> same."""
+
+    def __init__(self, init_values=1e-6, **kwargs):
+        super().__init__(**kwargs)
+        self.init_values = init_values
+
+    def build(self, shape):
+        self.gamma = self.add_weight(name="gamma", shape=(shape[-1],),
+                                     initializer=keras.initializers.Constant(self.init_values))
+
+    def call(self, x):
+        return x * ops.cast(self.gamma, x.dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "init_values": self.init_values}

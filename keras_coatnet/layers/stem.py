@@ -1,0 +1,39 @@
+"""The CoAtNet stem (the paper's S0): two 3x3 convs, the first with stride 2, as timm's `Stem`. NHWC."""
+
+import keras
+from keras import layers
+
+from keras_coatnet.layers.common import PACKAGE, activation, apply, conv2d, norm_layer
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class Stem(layers.Layer):
+    """conv1 (3x3, stride 2) -> norm1 + act -> conv2 (3x3). [B, H, W, C] -> [B, H/2, W/2, widths[1]].
+
+    Args:
+        widths: (conv1 width, conv2 width). use_bias: conv biases. act_layer, norm_layer, norm_eps, padding:
+        taken from timm's `conv_cfg`, as timm does.
+    """
+
+    def __init__(self, widths, use_bias=False, act_layer="gelu", norm_layer_type="batchnorm2d", norm_eps=1e-5,
+                 padding="", **kwargs):
+        super().__init__(**kwargs)
+        self.widths, self.use_bias, self.act_layer = tuple(widths), use_bias, act_layer
+        self.norm_layer_type, self.norm_eps, self.padding = norm_layer_type, norm_eps, padding
+        dt = self.dtype_policy
+        self.conv1 = conv2d(self.widths[0], 3, "conv1", stride=2, padding=padding, use_bias=use_bias, dtype=dt)
+        self.norm1 = norm_layer(norm_layer_type, norm_eps, "norm1", dt)
+        self.act = activation(act_layer)
+        self.conv2 = conv2d(self.widths[1], 3, "conv2", padding=padding, use_bias=use_bias, dtype=dt)
+
+    def call(self, x):
+        return apply(self.conv2, self.act(self.norm1(apply(self.conv1, x))))
+
+    def compute_output_shape(self, shape):
+        half = lambda n: None if n is None else (n + 1) // 2
+        return (shape[0], half(shape[1]), half(shape[2]), self.widths[1])
+
+    def get_config(self):
+        return {**super().get_config(), "widths": self.widths, "use_bias": self.use_bias,
+                "act_layer": self.act_layer, "norm_layer_type": self.norm_layer_type, "norm_eps": self.norm_eps,
+                "padding": self.padding}

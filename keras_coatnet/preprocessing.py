@@ -1,0 +1,66 @@
+"""Input normalization and prediction decoding, as in `keras.applications`. Images are NHWC RGB."""
+
+import functools
+import os
+
+import keras
+import numpy as np
+from keras import layers, ops
+
+from keras_coatnet.layers.common import PACKAGE
+
+DATA_DIR = os.path.join(os.path.dirname(__file__), "data")
+LABEL_FILES = {1000: "imagenet1k_labels.tsv", 11821: "imagenet12k_labels.tsv"}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class Normalize(layers.Layer):
+    """Maps raw 0-255 RGB to (x / 255 - mean) / std per channel. [..., 3] -> [..., 3]."""
+
+    def __init__(self, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), **kwargs):
+        super().__init__(**kwargs)
+        self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
+
+    def call(self, x):
+        scale = np.array([1.0 / (255.0 * s) for s in self.std], "float32")
+        offset = np.array([-m / s for m, s in zip(self.mean, self.std)], "float32")
+        return x * ops.cast(scale, x.dtype) + ops.cast(offset, x.dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "mean": self.mean, "std": self.std}
+
+
+def preprocess_input(x, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)):
+    """Normalizes raw 0-255 RGB images [..., H, W, 3] for a model built with `include_preprocessing=False`.
+
+    The default mean/std are timm's CoAtNet ones (0.5); `coatnet_bn_0_rw` weights use ImageNet's.
+    Returns a float32 array (NumPy in, NumPy out) or tensor."""
+    if isinstance(x, np.ndarray) or isinstance(x, (list, tuple)):
+        x = np.asarray(x, "float32")
+        if x.shape[-1] != 3:
+            raise ValueError(f"preprocess_input expects RGB images with 3 channels last (NHWC); got {x.shape}.")
+        return (x / 255.0 - np.array(mean, "float32")) / np.array(std, "float32")
+    return Normalize(mean, std)(ops.cast(x, "float32"))
+
+
+@functools.lru_cache(maxsize=None)
+def class_names(num_classes):
+    """[(synset id, name)] for the ImageNet heads we ship labels for (1000 and 11821 classes)."""
+    if num_classes not in LABEL_FILES:
+        raise ValueError(f"No class labels for a {num_classes}-class head; labels ship for "
+                         f"{sorted(LABEL_FILES)} classes (ImageNet-1k and timm's ImageNet-12k).")
+    with open(os.path.join(DATA_DIR, LABEL_FILES[num_classes]), encoding="utf-8") as f:
+        return tuple(tuple(line.rstrip("\n").split("\t", 1)) for line in f)
+
+
+def decode_predictions(preds, top=5):
+    """Turns [B, classes] scores into, per image, a list of `top` (synset id, name, score), best first."""
+    preds = np.asarray(preds)
+    if preds.ndim != 2:
+        raise ValueError(f"decode_predictions expects a batch of scores [batch, classes]; got shape {preds.shape}.")
+    names = class_names(preds.shape[1])
+    out = []
+    for row in preds:
+        idx = np.argsort(row)[::-1][:top]
+        out.append([(names[i][0], names[i][1], float(row[i])) for i in idx])
+    return out

@@ -1,0 +1,176 @@
+"""Loads timm CoAtNet `state_dict`s (PyTorch layouts) into our Keras models, strictly.
+
+Our layer names are timm's module paths, so a Keras variable's timm key is its owning layer's path (names
+joined with '.') plus the PyTorch parameter name. Layouts: conv OIHW -> HWIO, depthwise [C, 1, kh, kw] ->
+[kh, kw, C, 1], linear [out, in] -> [in, out]. Relative position bias tables trained at another resolution
+are resized as timm does (see `resize_bias_table`).
+"""
+
+import logging
+import os
+
+import numpy as np
+from keras import layers
+
+from keras_coatnet.layers import LayerScale, RelativePositionBias
+
+log = logging.getLogger("keras_coatnet")
+
+IGNORED_SUFFIXES = ("num_batches_tracked", "relative_position_index", "rel_coords_log", "height_lookup",
+                    "width_lookup")
+
+_RENAME = {
+    layers.BatchNormalization: {"gamma": "weight", "beta": "bias", "moving_mean": "running_mean",
+                                "moving_variance": "running_var"},
+    layers.LayerNormalization: {"gamma": "weight", "beta": "bias"},
+    layers.DepthwiseConv2D: {"kernel": "weight", "bias": "bias"},
+    layers.Conv2D: {"kernel": "weight", "bias": "bias"},
+    layers.Dense: {"kernel": "weight", "bias": "bias"},
+    RelativePositionBias: {"relative_position_bias_table": "relative_position_bias_table"},
+    LayerScale: {"gamma": "gamma"},
+}
+
+
+def read_safetensors(path):
+    """Reads a `.safetensors` file into {key: float32 ndarray}. Raises FileNotFoundError / ValueError."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Weights file not found: {path}")
+    try:
+        tensors = load_file(path)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ValueError(f"{path} is not a readable safetensors file ({e}). Re-download it or check the "
+                         "path.") from e
+    except Exception as e:  # safetensors raises its own Rust-side errors for truncated files
+        raise ValueError(f"{path} is not a readable safetensors file ({type(e).__name__}: {e}).") from e
+    return {k: np.asarray(v, dtype=np.float32) if v.dtype.kind == "f" else v for k, v in tensors.items()}
+
+
+def _walk(layer, path):
+    yield path, layer
+    for sub in layer._flatten_layers(include_self=False, recursive=False):
+        yield from _walk(sub, f"{path}.{sub.name}")
+
+
+def _own_variables(layer):
+    sub_ids = {id(v) for sub in layer._flatten_layers(include_self=False, recursive=True) for v in sub.weights}
+    return [v for v in layer.weights if id(v) not in sub_ids]
+
+
+def variable_map(model):
+    """{timm key: (keras variable, owning layer)} for every weight of `model`."""
+    out = {}
+    for top in model.layers:
+        for path, layer in _walk(top, top.name):
+            own = _own_variables(layer)
+            if not own:
+                continue
+            rename = next((r for cls, r in _RENAME.items() if isinstance(layer, cls)), None)
+            if rename is None:
+                raise TypeError(f"No timm mapping for layer {path} ({type(layer).__name__}).")
+            for v in own:
+                name = v.name.split("/")[-1]
+                out[f"{path}.{rename[name]}"] = (v, layer)
+    return out
+
+
+def to_keras_layout(tensor, variable, layer):
+    """Converts one PyTorch tensor to the layout of the Keras `variable` of `layer`."""
+    t = np.asarray(tensor)
+    name = variable.name.split("/")[-1]
+    if name == "kernel" and isinstance(layer, layers.DepthwiseConv2D) and t.ndim == 4:
+        return t.transpose(2, 3, 0, 1)
+    if name == "kernel" and isinstance(layer, layers.Conv2D) and t.ndim == 4:
+        return t.transpose(2, 3, 1, 0)
+    if name == "kernel" and isinstance(layer, (layers.Dense, layers.Conv2D)):
+        t = t.reshape(t.shape[0], -1).T  # linear [out, in] (or a 1x1 conv) -> [in, out]
+        return t.reshape(variable.shape)
+    return t
+
+
+def _geometric_positions(src, dst):
+    """Source sample positions for resizing a (src)-long offset axis to (dst): timm's geometric spacing."""
+    left, right = 1.01, 1.5
+    while right - left > 1e-6:
+        q = (left + right) / 2.0
+        gp = (1.0 - q ** (src // 2)) / (1.0 - q)
+        if gp > dst // 2:
+            right = q
+        else:
+            left = q
+    dis, cur = [], 1.0
+    for i in range(src // 2):
+        dis.append(cur)
+        cur += q ** (i + 1)
+    return np.array([-d for d in reversed(dis)] + [0.0] + dis)
+
+
+def resize_grid(grid, dst_shape):
+    """Resizes one [src_h, src_w] offset grid to `dst_shape`, linear between geometrically spaced source
+    points and clamped at the edges (timm's `resize_rel_pos_bias_table`, non-scipy path)."""
+    (sh, sw), (dh, dw) = grid.shape, dst_shape
+    ys, xs = _geometric_positions(sh, dh), _geometric_positions(sw, dw)
+    ty, tx = np.arange(-(dh // 2), dh // 2 + 0.1), np.arange(-(dw // 2), dw // 2 + 0.1)
+    rows = np.stack([np.interp(ty, ys, grid[:, j]) for j in range(sw)], axis=1)  # [dh, sw]
+    return np.stack([np.interp(tx, xs, rows[i]) for i in range(dh)], axis=0).astype(grid.dtype)
+
+
+def resize_bias_table(table, layer):
+    """Resizes a timm relative-position bias table to `layer.size`: 'bias' [(2h-1)(2w-1), heads] (a square
+    source window is assumed, as timm does for checkpoints) or 'bias_tf' [heads, 2h-1, 2w-1]."""
+    h, w = layer.size
+    dst = (2 * h - 1, 2 * w - 1)
+    if layer.kind == "bias_tf":
+        return np.stack([resize_grid(t, dst) for t in table])
+    n = table.shape[0]
+    side = int(round(n ** 0.5))
+    if side * side != n:
+        raise ValueError(f"Cannot resize a non-square relative position table of {n} entries to {dst}.")
+    grids = table.T.reshape(-1, side, side)
+    return np.stack([resize_grid(g, dst).reshape(-1) for g in grids], axis=1)
+
+
+def load_state_dict(model, state_dict, skip=(), source=""):
+    """Assigns a timm `state_dict` ({key: array}) to `model`, strictly.
+
+    skip: key prefixes left out on both sides (e.g. ("head.",) when the model has no classifier, or
+    ("head.fc.",) to keep a new classifier as initialized).
+    Raises ValueError naming the first offending tensors on missing, unexpected or mis-shaped tensors, so a
+    load is never silently partial. Returns the list of timm keys loaded.
+    """
+    where = f" in {source}" if source else ""
+    targets = variable_map(model)
+    given = {k: v for k, v in state_dict.items() if not k.endswith(IGNORED_SUFFIXES)}
+    if skip:
+        given = {k: v for k, v in given.items() if not k.startswith(tuple(skip))}
+        targets = {k: v for k, v in targets.items() if not k.startswith(tuple(skip))}
+    missing = sorted(set(targets) - set(given))
+    unexpected = sorted(set(given) - set(targets))
+    if missing or unexpected:
+        raise ValueError(
+            f"Weights{where} do not match this architecture: {len(missing)} tensors missing "
+            f"(first: {missing[:5]}), {len(unexpected)} unexpected (first: {unexpected[:5]}). "
+            "Check that the model name/config matches the checkpoint.")
+    assignments, bad = [], []
+    for key, (variable, layer) in targets.items():
+        value = to_keras_layout(given[key], variable, layer)
+        if isinstance(layer, RelativePositionBias) and value.shape != tuple(variable.shape) and layer.kind != "mlp":
+            value = resize_bias_table(value, layer)
+            log.info("Resized %s from %s to %s for a %dx%d feature map.", key, given[key].shape, value.shape,
+                     *layer.size)
+        if value.shape != tuple(variable.shape):
+            bad.append(f"{key}: checkpoint {tuple(given[key].shape)} vs model {tuple(variable.shape)}")
+        assignments.append((variable, value))
+    if bad:
+        raise ValueError(f"Weights{where} have {len(bad)} tensors of the wrong shape (first: {bad[:5]}). "
+                         "Check the model config and number of classes.")
+    for variable, value in assignments:
+        variable.assign(value.astype(variable.dtype) if hasattr(value, "astype") else value)
+    return sorted(targets)
+
+
+def load_timm_weights(model, path, skip=()):
+    """Loads a timm `.safetensors` checkpoint file into `model` (see `load_state_dict`)."""
+    return load_state_dict(model, read_safetensors(path), skip=skip, source=path)
