@@ -19,6 +19,8 @@ class TransformerBlock(layers.Layer):
         in_dim, out_dim: channels. stride: 1 or 2. size: (H, W) of the block's output map (the attention and
         its relative bias are built for it). cfg: a resolved timm `transformer_cfg` dict. drop_path: rate.
     Input [B, H*stride, W*stride, in_dim] -> [B, H, W, out_dim].
+
+    `cfg["head_first"]` is ignored, as in timm's TransformerBlock2d: its qkv layout is always heads-first.
     """
 
     def __init__(self, in_dim, out_dim, stride=1, size=(7, 7), cfg=None, drop_path=0.0, **kwargs):
@@ -35,7 +37,7 @@ class TransformerBlock(layers.Layer):
         self.down = Pool2d(c["pool_type"], name="norm1.down", dtype=dt) if stride == 2 else None
         self.attn = RelativeAttention2d(
             in_dim, out_dim, self.size, dim_head=c["dim_head"], expand_first=c["expand_first"],
-            head_first=c["head_first"], use_bias=c["attn_bias"], rel_pos_type=c["rel_pos_type"],
+            head_first=True, use_bias=c["attn_bias"], rel_pos_type=c["rel_pos_type"],
             rel_pos_dim=c["rel_pos_dim"], attn_drop=c["attn_drop"], proj_drop=c["proj_drop"], name="attn", dtype=dt)
         scale = lambda name: LayerScale(c["init_values"], name=name, dtype=dt) if c["init_values"] else None
         self.ls1, self.ls2 = scale("ls1"), scale("ls2")

@@ -1,0 +1,140 @@
+"""Writes extra timm reference fixtures (tests/fixtures/timm_extra/) in the layout of tests/fixtures/timm/.
+
+Needs PyTorch and timm (not project dependencies): run it in a separate environment, e.g.
+    python -m venv /tmp/timmenv && /tmp/timmenv/bin/pip install torch timm safetensors numpy
+    /tmp/timmenv/bin/python tools/make_timm_fixtures.py tests/fixtures/timm_extra
+Each fixture is a small random timm CoAtNet (shrunk from a named timm config, optionally with config
+overrides) with randomized norm statistics, affine parameters, layer scales and relative-position weights,
+its inputs and timm's eval-mode logits and per-stage outputs (NHWC). A fixture with `load_size` holds a
+checkpoint made at `img_size` and timm's outputs after loading it at `load_size` (timm's table resize).
+
+`--full` writes full-size (unshrunk) fixtures instead, large files not meant for the repository; point the
+parity test at them with `KERAS_COATNET_EXTRA_FIXTURES=DIR pytest tests/test_parity.py`.
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+from timm.models import maxxvit
+
+SHRINK = {"embed_dim": (16, 32, 64, 96), "depths": (1, 2, 2, 1)}
+
+FULL_SIZE = {
+    "coatnet_0_224": ("coatnet_0", (224, 224), {}, None),
+    "coatnet_0_192x256": ("coatnet_0", (192, 256), {}, None),
+    "coatnet_rmlp_1_rw_224": ("coatnet_rmlp_1_rw", (224, 224), {}, None),
+    "coatnet_0_rw_256x192": ("coatnet_0_rw", (256, 192), {}, None),
+    "coatnet_bn_0_rw_224": ("coatnet_bn_0_rw", (224, 224), {}, None),
+    "coatnet_rmlp_nano_rw_224_at_320x256": ("coatnet_rmlp_nano_rw", (224, 224), {}, (320, 256)),
+}
+
+# name: (timm config, input (H, W), extra overrides of conv_cfg / transformer_cfg / top-level, load size)
+FIXTURES = {
+    "tiny_coatnet_0_nonsquare": ("coatnet_0", (64, 96), {}, None),
+    "tiny_coatnet_rmlp_1_rw_maxpool": ("coatnet_rmlp_1_rw", (96, 64), {}, None),
+    "tiny_coatnet_nano_cc_mixed": ("coatnet_nano_cc", (64, 64), {"depths": (1, 2, 3, 2)}, None),
+    "tiny_coatnet_pico_rw": ("coatnet_pico_rw", (64, 64), {}, None),
+    "tiny_coatnet_3_rw_layerscale": ("coatnet_3_rw", (64, 64), {}, None),
+    "tiny_coatnet_1x1_avg3": ("coatnet_0", (64, 64),
+                              {"conv_cfg": {"stride_mode": "1x1", "pool_type": "avg"},
+                               "transformer_cfg": {"pool_type": "avg"}}, None),
+    "tiny_coatnet_tf_style": ("coatnet_0", (64, 64),
+                              {"conv_cfg": {"norm_eps": 1e-3, "act_layer": "gelu_tanh", "padding": "same"},
+                               "transformer_cfg": {"norm_eps": 1e-5, "act_layer": "gelu_tanh", "head_first": False,
+                                                   "rel_pos_type": "bias_tf"}}, None),
+    "tiny_coatnet_0_rw_resized": ("coatnet_0_rw", (64, 64), {}, (96, 128)),
+    "tiny_coatnet_tf_style_resized": ("coatnet_0", (64, 64),
+                                      {"transformer_cfg": {"head_first": False, "rel_pos_type": "bias_tf"}},
+                                      (128, 96)),
+}
+
+
+def make_cfg(like, overrides, shrink=True):
+    base = maxxvit.model_cfgs[like]
+    if not shrink:
+        return dataclasses.replace(base, **{k: v for k, v in overrides.items()
+                                            if k not in ("conv_cfg", "transformer_cfg")})
+    conv = dataclasses.replace(base.conv_cfg, **overrides.get("conv_cfg", {}))
+    tfm = dataclasses.replace(base.transformer_cfg, **overrides.get("transformer_cfg", {}))
+    top = {k: v for k, v in overrides.items() if k not in ("conv_cfg", "transformer_cfg")}
+    stem = (8, 16) if isinstance(base.stem_width, (tuple, list)) else 16
+    head = 96 if base.head_hidden_size else None
+    return dataclasses.replace(base, **{**SHRINK, "stem_width": stem, "head_hidden_size": head, **top},
+                               conv_cfg=conv, transformer_cfg=tfm)
+
+
+def randomize(model, gen):
+    """Non-trivial values for everything a faithful port must get right."""
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            if not t.is_floating_point():
+                continue
+            r = lambda *s: torch.randn(*s, generator=gen)
+            if name.endswith("running_var"):
+                t.copy_(torch.rand(t.shape, generator=gen) + 0.5)
+            elif name.endswith("running_mean") or name.endswith(".bias"):
+                t.copy_(0.1 * r(t.shape))
+            elif name.endswith("gamma"):
+                t.copy_(torch.rand(t.shape, generator=gen) + 0.5)
+            elif "relative_position_bias_table" in name:
+                t.copy_(0.5 * r(t.shape))
+            elif t.ndim == 1:  # norm weights
+                t.copy_(1.0 + 0.2 * r(t.shape))
+
+
+def forward_nhwc(model, x):
+    feats = []
+    with torch.no_grad():
+        y = model.stem(x)
+        for stage in model.stages:
+            y = stage(y)
+            feats.append(y.permute(0, 2, 3, 1).numpy())
+        logits = model(x).numpy()
+    return logits, feats
+
+
+def write_fixture(out_dir, name, like, size, overrides, load_size, seed=0, shrink=True):
+    gen = torch.Generator().manual_seed(seed)
+    cfg = make_cfg(like, overrides, shrink)
+    model = maxxvit.MaxxVit(cfg, img_size=size, num_classes=10).eval()
+    randomize(model, gen)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    eval_size = load_size or size
+    if load_size:
+        model = maxxvit.MaxxVit(cfg, img_size=load_size, num_classes=10).eval()
+        model.load_state_dict(maxxvit.checkpoint_filter_fn(dict(state), model))
+    x = torch.randn(2, 3, *eval_size, generator=gen)
+    logits, feats = forward_nhwc(model, x)
+    path = os.path.join(out_dir, name)
+    os.makedirs(path, exist_ok=True)
+    save_file(state, os.path.join(path, "model.safetensors"))
+    arrays = {"images_nhwc": x.permute(0, 2, 3, 1).numpy(), "logits": logits}
+    arrays.update({f"stage{i}_nhwc": f for i, f in enumerate(feats)})
+    np.savez_compressed(os.path.join(path, "io.npz"), **arrays)
+    meta = {"name": name, "like": like, "img_size": list(size), "num_classes": 10,
+            "timm_cfg": json.loads(json.dumps(dataclasses.asdict(cfg))),
+            "input_note": "images_nhwc are already normalized; feed them with preprocessing off"}
+    if load_size:
+        meta["load_size"] = list(load_size)
+        meta["input_note"] += "; the checkpoint was made at img_size and timm's outputs are at load_size"
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump(meta, f, indent=1)
+    print(f"{name}: logits {logits.shape}, stages {[f.shape for f in feats]}")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("out_dir", nargs="?", default="tests/fixtures/timm_extra")
+    p.add_argument("--full", action="store_true", help="write full-size fixtures (large) instead")
+    args = p.parse_args()
+    for name, (like, size, overrides, load_size) in (FULL_SIZE if args.full else FIXTURES).items():
+        write_fixture(args.out_dir, name, like, size, overrides, load_size, shrink=not args.full)
+
+
+if __name__ == "__main__":
+    main()
