@@ -1,0 +1,125 @@
+"""Converts a timm CoAtNet `.safetensors` checkpoint to Keras weights (`.weights.h5`) or a Keras model (`.keras`).
+
+    python -m keras_coatnet.convert coatnet_0_rw_224 model.safetensors coatnet_0_rw_224.weights.h5
+    python -m keras_coatnet.convert config.json model.safetensors out.keras --input-size 288 --classes 10
+
+MODEL is a registered name (`keras_coatnet.list_models()`) or a JSON file holding a timm `MaxxVitCfg` dict
+(or a dict with `timm_cfg`, `img_size` and `num_classes`, like the test fixtures). Every tensor mapped is
+reported as `timm key -> keras variable path  timm shape -> keras shape`. Exit status 0 on success, 1 on
+error (one line on stderr; --debug shows the traceback), 2 on bad arguments.
+"""
+
+import argparse
+import json
+import logging
+import math
+import os
+import sys
+
+OUTPUT_SUFFIXES = (".weights.h5", ".keras")
+
+
+def _size(text):
+    """'384' or '384x288' (H x W) -> (H, W)."""
+    parts = text.lower().replace(",", "x").split("x")
+    try:
+        dims = tuple(int(p) for p in parts)
+    except ValueError:
+        dims = ()
+    if len(dims) not in (1, 2) or min(dims) < 1:
+        raise argparse.ArgumentTypeError(f"expected H or HxW in pixels, e.g. 384 or 384x288; got {text!r}")
+    return dims * 2 if len(dims) == 1 else dims
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="keras-coatnet-convert", description=__doc__.split("\n\n")[0])
+    p.add_argument("model", help="registered model name, or a JSON file with a timm MaxxVitCfg")
+    p.add_argument("checkpoint", help="timm state_dict as .safetensors")
+    p.add_argument("output", help="output path ending in .weights.h5 (weights) or .keras (whole model)")
+    p.add_argument("--input-size", type=_size, help="H or HxW (default: the model's native size); "
+                   "relative position tables are resized for another size")
+    p.add_argument("--classes", type=int, help="classifier size (default: the checkpoint's); another size keeps "
+                   "the backbone and initializes a new classifier")
+    p.add_argument("--no-top", action="store_true", help="leave out the classifier")
+    p.add_argument("--quiet", action="store_true", help="do not list every tensor")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return p.parse_args(argv)
+
+
+def _model_spec(model):
+    """(timm config dict or None, registry name or None, default (H, W), default classes) for MODEL."""
+    from keras_coatnet.registry import get_entry
+
+    if not model.endswith(".json"):
+        return None, model, get_entry(model)["input_size"], None
+    if not os.path.isfile(model):
+        raise FileNotFoundError(f"Model config not found: {model}")
+    with open(model, encoding="utf-8") as f:
+        cfg = json.load(f)
+    if "timm_cfg" in cfg:
+        return cfg["timm_cfg"], None, tuple(cfg.get("img_size", (224, 224))), cfg.get("num_classes")
+    return cfg, None, (224, 224), None
+
+
+def build(args):
+    """The Keras model that `args` describe, with the checkpoint loaded. Returns (model, loaded timm keys)."""
+    import keras_coatnet as kc
+    from keras_coatnet.timm_weights import read_safetensors
+
+    if not args.checkpoint.endswith(".safetensors"):
+        raise ValueError(f"Expected a timm .safetensors checkpoint; got {args.checkpoint!r}.")
+    if not args.output.endswith(OUTPUT_SUFFIXES):
+        raise ValueError(f"Output must end in {' or '.join(OUTPUT_SUFFIXES)}; got {args.output!r}.")
+    cfg, name, native, cfg_classes = _model_spec(args.model)
+    fc = read_safetensors(args.checkpoint).get("head.fc.weight")
+    classes = args.classes or (fc.shape[0] if fc is not None else cfg_classes or 1000)
+    size = args.input_size or native
+    kw = dict(include_top=not args.no_top, classes=classes, input_shape=(*size, 3))
+    model = kc.create_model(name, **kw) if name else kc.from_timm_config(cfg, **kw)
+    keys = kc.load_weights(model, args.checkpoint, include_top=not args.no_top, classes=classes)
+    return model, keys
+
+
+def report(model, state_shapes, keys, out=sys.stdout):
+    """Prints one line per loaded tensor: timm key -> Keras variable path, timm shape -> Keras shape."""
+    from keras_coatnet.timm_weights import variable_map
+
+    targets = variable_map(model)
+    for key in keys:
+        variable = targets[key][0]
+        print(f"{key} -> {variable.path}  {list(state_shapes[key])} -> {list(variable.shape)}", file=out)
+
+
+def convert(args):
+    from keras_coatnet.pretrained import read_header
+
+    model, keys = build(args)
+    if not args.quiet:
+        report(model, read_header(args.checkpoint), keys)
+    folder = os.path.dirname(os.path.abspath(args.output))
+    os.makedirs(folder, exist_ok=True)
+    if args.output.endswith(".keras"):
+        model.save(args.output)
+    else:
+        model.save_weights(args.output)
+    params = sum(math.prod(v.shape) for v in model.weights)
+    print(f"Converted {len(keys)} tensors ({params:,} values) from {args.checkpoint} to {args.output} "
+          f"({model.name}, input {tuple(model.input_shape[1:])}).")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    logging.basicConfig(format="%(message)s")
+    logging.getLogger("keras_coatnet").setLevel(logging.INFO)
+    try:
+        convert(args)
+    except Exception as e:  # a CLI: one clear line unless --debug
+        if args.debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
