@@ -69,27 +69,44 @@ def build_model(cfg, include_top=True, input_tensor=None, input_shape=None, pool
     cfg = resolve_config(cfg)
     check_head_args(include_top, pooling, classes)
     h, w, _ = _check_input_shape(input_shape, input_tensor)
-    conv_cfg, tfm_cfg = cfg["conv_cfg"], cfg["transformer_cfg"]
     inputs = input_tensor if input_tensor is not None else keras.Input((h, w, 3), name="image")
     x = inputs
     if include_preprocessing:
         x = Normalize(mean, std, name="preprocessing")(x)
-    x = Stem(cfg["stem_width"], cfg["stem_bias"], conv_cfg["act_layer"], conv_cfg["norm_layer"],
-             conv_cfg["norm_eps"], conv_cfg["padding"], name="stem")(x)
+    x = make_stem(cfg)(x)
     rates = np.concatenate(drop_path_rates(cfg["depths"], drop_path_rate))
     for rate, b in zip(rates, block_plan(cfg)):
-        block_name = f"stages.{b['stage']}.blocks.{b['index']}"
-        if b["type"] == "C":
-            block = MBConvBlock(b["in_dim"], b["out_dim"], b["stride"], conv_cfg, float(rate), name=block_name)
-        else:
-            size = (h // b["reduction"], w // b["reduction"])
-            block = TransformerBlock(b["in_dim"], b["out_dim"], b["stride"], size, tfm_cfg, float(rate),
-                                     name=block_name)
-        x = block(x)
+        x = make_block(cfg, b, (h, w), float(rate))(x)
+    x = add_head(x, cfg, include_top, pooling, classes, classifier_activation, dropout_rate)
+    if input_tensor is not None:
+        inputs = keras.utils.get_source_inputs(input_tensor)
+    return keras.Model(inputs, x, name=name)
 
-    norm = lambda n: (layers.BatchNormalization(epsilon=tfm_cfg["norm_eps"], momentum=0.9, name=n, dtype="float32")
-                      if tfm_cfg["norm_layer"].startswith("batchnorm") else
-                      layers.LayerNormalization(epsilon=tfm_cfg["norm_eps"], name=n, dtype="float32"))
+
+def make_stem(cfg):
+    c = cfg["conv_cfg"]
+    return Stem(cfg["stem_width"], cfg["stem_bias"], c["act_layer"], c["norm_layer"], c["norm_eps"], c["padding"],
+                name="stem")
+
+
+def make_block(cfg, b, image_size, drop_path=0.0):
+    """The block layer for one entry `b` of `block_plan(cfg)` in a model taking `image_size` (H, W) inputs."""
+    name = f"stages.{b['stage']}.blocks.{b['index']}"
+    if b["type"] == "C":
+        return MBConvBlock(b["in_dim"], b["out_dim"], b["stride"], cfg["conv_cfg"], drop_path, name=name)
+    size = (image_size[0] // b["reduction"], image_size[1] // b["reduction"])
+    return TransformerBlock(b["in_dim"], b["out_dim"], b["stride"], size, cfg["transformer_cfg"], drop_path,
+                            name=name)
+
+
+def add_head(x, cfg, include_top=True, pooling=None, classes=1000, classifier_activation="softmax",
+             dropout_rate=0.0):
+    """timm's head on the last feature map x [B, h, w, C]: final norm (or, with `head_hidden_size`, pool ->
+    norm -> tanh pre-logits), then the classifier; or, without top, the feature map, optionally pooled."""
+    t = cfg["transformer_cfg"]
+    norm = lambda n: (layers.BatchNormalization(epsilon=t["norm_eps"], momentum=0.9, name=n, dtype="float32")
+                      if t["norm_layer"].startswith("batchnorm") else
+                      layers.LayerNormalization(epsilon=t["norm_eps"], name=n, dtype="float32"))
     hidden = cfg["head_hidden_size"]
     if not hidden:
         x = norm("norm")(x)
@@ -101,14 +118,40 @@ def build_model(cfg, include_top=True, input_tensor=None, input_shape=None, pool
         if dropout_rate:
             x = layers.Dropout(dropout_rate, name="head.drop")(x)
         x = layers.Dense(classes, name="head.fc")(x)
-        x = layers.Activation(classifier_activation, name="predictions", dtype="float32")(x)
-    elif pooling == "avg":
-        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    elif pooling == "max":
-        x = layers.GlobalMaxPooling2D(name="max_pool")(x)
-    if input_tensor is not None:
-        inputs = keras.utils.get_source_inputs(input_tensor)
-    return keras.Model(inputs, x, name=name)
+        return layers.Activation(classifier_activation, name="predictions", dtype="float32")(x)
+    if pooling == "avg":
+        return layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    if pooling == "max":
+        return layers.GlobalMaxPooling2D(name="max_pool")(x)
+    return x
+
+
+def count_params(cfg, input_shape=(224, 224, 3), classes=1000, trainable_only=True):
+    """Parameter count of the model `build_model(cfg, ...)` would build, without allocating it whole: each
+    distinct block is built once and counted as often as it occurs (so CoAtNet-7 can be counted in ~1 GB).
+    `trainable_only` excludes BatchNorm moving statistics, as PyTorch's parameter count does."""
+    import collections
+
+    cfg = resolve_config(cfg)
+    h, w, _ = _check_input_shape(input_shape, None)
+    count = lambda layer: sum(int(np.prod(v.shape)) for v in (layer.trainable_weights if trainable_only
+                                                               else layer.weights))
+    total = count(_built(make_stem(cfg), (h, w, 3)))
+    plan = block_plan(cfg)
+    signature = lambda b: (b["type"], b["in_dim"], b["out_dim"], b["stride"], b["reduction"])
+    for sig, n in collections.Counter(signature(b) for b in plan).items():
+        b = next(b for b in plan if signature(b) == sig)
+        r_in = b["reduction"] // b["stride"]
+        total += n * count(_built(make_block(cfg, b, (h, w)), (h // r_in, w // r_in, b["in_dim"])))
+    last = plan[-1]
+    inputs = keras.Input((h // last["reduction"], w // last["reduction"], last["out_dim"]))
+    total += count(keras.Model(inputs, add_head(inputs, cfg, classes=classes)))
+    return total
+
+
+def _built(layer, shape):
+    layer(keras.Input(shape))
+    return layer
 
 
 def stage_outputs(model):

@@ -127,7 +127,9 @@ class RelativeAttention2d(layers.Layer):
         logits = ops.cast(logits, "float32")
         if self.rel_pos is not None:
             logits = logits + ops.cast(self.rel_pos(), "float32")
-        attn = ops.cast(ops.softmax(logits, axis=-1), v.dtype)
+        # A 1x1 map (32x32 inputs) attends to itself only: weight exp(0) = 1, still connected to the graph
+        # (Keras warns about a size-1 softmax, and an unconnected bias table would warn in training).
+        attn = ops.cast(ops.softmax(logits, axis=-1) if n > 1 else ops.exp(logits - logits), v.dtype)
         out = ops.matmul(self.attn_drop(attn), v)  # [B, heads, N, d]
         out = ops.reshape(ops.transpose(out, (0, 2, 1, 3)), (-1, h, w, self.dim_attn))
         return self.proj_drop(self.proj(out))

@@ -77,6 +77,16 @@ def apply(layer_list, x):
     return x
 
 
+class CompositeLayer(layers.Layer):
+    """A layer made of sub-layers. `build` traces `call` symbolically, which builds every sub-layer with the
+    right shapes; Keras calls `build` alone when it re-creates a saved model from its config."""
+
+    def build(self, input_shape):
+        from keras.src.backend import compute_output_spec
+
+        compute_output_spec(self.call, keras.KerasTensor(input_shape, dtype=self.compute_dtype))
+
+
 def _avg3_count_scale(h, w):
     """[1, H/2, W/2, 1] factors turning a zero-padded 3x3/2 average into one over the valid cells only."""
     ones = np.pad(np.ones((h, w), "float32"), 1)

@@ -3,7 +3,7 @@
 import keras
 from keras import layers, ops
 
-from keras_coatnet.layers.common import (PACKAGE, Downsample2d, DropPath, Pool2d, activation, apply, conv2d,
+from keras_coatnet.layers.common import (PACKAGE, CompositeLayer, Downsample2d, DropPath, Pool2d, activation, apply, conv2d,
                                          norm_layer)
 
 
@@ -39,7 +39,7 @@ class SqueezeExcite(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class MBConvBlock(layers.Layer):
+class MBConvBlock(CompositeLayer):
     """Pre-norm MBConv: shortcut + conv3_1x1(SE(dw_kxk(conv1_1x1(norm(x))))), timm `MbConvBlock` numerics.
 
     Args:

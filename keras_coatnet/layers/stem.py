@@ -3,11 +3,11 @@
 import keras
 from keras import layers
 
-from keras_coatnet.layers.common import PACKAGE, activation, apply, conv2d, norm_layer
+from keras_coatnet.layers.common import PACKAGE, CompositeLayer, activation, apply, conv2d, norm_layer
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class Stem(layers.Layer):
+class Stem(CompositeLayer):
     """conv1 (3x3, stride 2) -> norm1 + act -> conv2 (3x3). [B, H, W, C] -> [B, H/2, W/2, widths[1]].
 
     Args:

@@ -4,11 +4,11 @@ import keras
 from keras import layers
 
 from keras_coatnet.layers.attention import RelativeAttention2d
-from keras_coatnet.layers.common import PACKAGE, Downsample2d, DropPath, LayerScale, Pool2d, activation, norm_layer
+from keras_coatnet.layers.common import PACKAGE, CompositeLayer, Downsample2d, DropPath, LayerScale, Pool2d, activation, norm_layer
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class TransformerBlock(layers.Layer):
+class TransformerBlock(CompositeLayer):
     """x = shortcut(x) + attn(norm1(x)); x = x + mlp(norm2(x)), with optional layer scale and stochastic depth.
 
     With stride 2 the shortcut is a 2x pool then a 1x1 projection, and the attention branch pools after its

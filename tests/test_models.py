@@ -1,0 +1,143 @@
+"""Model-level guarantees: parameter counts, save/load, heads and pooling, sizes, precision policies, XLA, fit."""
+
+import numpy as np
+import pytest
+
+import keras
+import keras_coatnet as kc
+from keras_coatnet.builder import count_params
+from keras_coatnet.registry import MODELS
+
+# timm's parameter counts (torch `numel` of parameters) for coatnet_{0..5}_224 with 1000 classes; the paper's
+# Table 3 rounds them to 25M, 42M, 75M, 168M. CoAtNet-7 is 2.44B in the paper.
+EXPECTED_PARAMS = {
+    "coatnet_1": 42_225_776, "coatnet_2": 74_684_744, "coatnet_3": 166_966_264,
+    "coatnet_4": 275_425_288, "coatnet_5": 687_472_008,
+}
+
+
+@pytest.fixture(scope="module")
+def micro():
+    return kc.create_model("coatnet_micro", input_shape=(64, 64, 3), classes=10)
+
+
+def images(n=2, h=64, w=64, seed=0):
+    return np.random.default_rng(seed).uniform(0, 255, (n, h, w, 3)).astype("float32")
+
+
+def test_coatnet0_is_timm_coatnet_0_224():
+    model = kc.CoAtNet0()
+    assert model.name == "CoAtNet0"
+    assert model.input_shape == (None, 224, 224, 3) and model.output_shape == (None, 1000)
+    assert sum(int(np.prod(v.shape)) for v in model.trainable_weights) == 25_036_820
+    assert count_params(MODELS["coatnet_0"]["config"]) == 25_036_820
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_PARAMS))
+def test_paper_param_counts(name):
+    assert count_params(MODELS[name]["config"]) == EXPECTED_PARAMS[name]
+
+
+def test_coatnet7_param_count_matches_paper():
+    assert abs(count_params(MODELS["coatnet_7"]["config"]) / 1e9 - 2.44) < 0.01
+
+
+def test_every_registered_name_resolves():
+    names = kc.list_models()
+    for expected in ("coatnet_0", "coatnet_7", "coatnet_0_224", "coatnet_0_rw_224", "coatnet_rmlp_2_rw_384",
+                     "coatnet_rmlp_1_rw2_224", "coatnet_nano_cc_224", "coatnet_bn_0_rw_224", "coatnet_pico_rw_224"):
+        assert expected in names
+    assert kc.list_models("paper") == [f"coatnet_{i}" for i in range(8)]
+
+
+def test_save_and_load_keras_file_gives_identical_outputs(micro, tmp_path):
+    x = images()
+    path = tmp_path / "m.keras"
+    micro.save(path)
+    loaded = keras.models.load_model(path)
+    np.testing.assert_array_equal(micro.predict(x, verbose=0), loaded.predict(x, verbose=0))
+
+
+def test_weights_h5_roundtrip(micro, tmp_path):
+    path = tmp_path / "m.weights.h5"
+    micro.save_weights(path)
+    fresh = kc.create_model("coatnet_micro", input_shape=(64, 64, 3), classes=10, weights=str(path))
+    x = images()
+    np.testing.assert_array_equal(micro.predict(x, verbose=0), fresh.predict(x, verbose=0))
+
+
+@pytest.mark.parametrize("pooling,shape", [(None, (None, 2, 3, 96)), ("avg", (None, 96)), ("max", (None, 96))])
+def test_include_top_false_shapes(pooling, shape):
+    model = kc.create_model("coatnet_micro", include_top=False, pooling=pooling, input_shape=(64, 96, 3))
+    assert model.output_shape == shape
+    assert model.predict(images(1, 64, 96), verbose=0).shape == (1,) + shape[1:]
+
+
+def test_non_square_input_coatnet0():
+    model = kc.CoAtNet0(input_shape=(192, 256, 3), classes=7)
+    feats = kc.feature_model(model).output_shape
+    assert [f[1:3] for f in feats] == [(48, 64), (24, 32), (12, 16), (6, 8)]
+    out = model.predict(images(1, 192, 256), verbose=0)
+    assert out.shape == (1, 7) and np.allclose(out.sum(), 1.0, atol=1e-5)
+
+
+def test_input_tensor():
+    tensor = keras.Input((64, 64, 3))
+    model = kc.create_model("coatnet_micro", input_tensor=tensor, classes=3)
+    assert model.inputs[0] is tensor and model.output_shape == (None, 3)
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_keeps_softmax_and_norms_in_float32(policy, micro):
+    x = images()
+    reference = micro.predict(x, verbose=0)
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        model = kc.create_model("coatnet_micro", input_shape=(64, 64, 3), classes=10)
+        model.set_weights(micro.get_weights())
+        block = model.get_layer("stages.2.blocks.0")
+        assert block.compute_dtype == policy.split("_")[1]
+        assert block.norm1.compute_dtype == "float32" and block.norm2.compute_dtype == "float32"
+        assert model.get_layer("predictions").compute_dtype == "float32"
+        out = model.predict(x, verbose=0)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert out.dtype == np.float32 and np.isfinite(out).all()
+    assert np.abs(out - reference).max() < (0.02 if policy == "mixed_float16" else 0.08)
+
+
+def test_jit_compile_predict_and_train(micro):
+    x, y = images(4), np.array([0, 1, 2, 3])
+    micro.compile(optimizer="adam", loss="sparse_categorical_crossentropy", jit_compile=True)
+    eager = micro(x, training=False).numpy()
+    np.testing.assert_allclose(micro.predict(x, verbose=0), eager, atol=1e-5)
+    loss = micro.train_on_batch(x, y)
+    assert np.isfinite(loss)
+
+
+def test_fit_reduces_loss_on_a_tiny_problem():
+    keras.utils.set_random_seed(0)
+    model = kc.create_model("coatnet_micro", input_shape=(32, 32, 3), classes=2, drop_path_rate=0.1,
+                            dropout_rate=0.1)
+    x = images(32, 32, 32, seed=1)
+    y = (x[..., 0].mean(axis=(1, 2)) > x[..., 2].mean(axis=(1, 2))).astype("int32")
+    model.compile(optimizer=keras.optimizers.AdamW(3e-3), loss="sparse_categorical_crossentropy")
+    first = model.evaluate(x, y, verbose=0)
+    history = model.fit(x, y, epochs=15, batch_size=16, verbose=0)
+    assert history.history["loss"][-1] < 0.7 * history.history["loss"][0]
+    assert model.evaluate(x, y, verbose=0) < first
+
+
+def test_training_mode_is_stochastic_and_inference_is_not():
+    model = kc.create_model("coatnet_micro", input_shape=(32, 32, 3), classes=4, drop_path_rate=0.5)
+    x = images(2, 32, 32)
+    np.testing.assert_array_equal(model(x, training=False), model(x, training=False))
+    assert not np.allclose(model(x, training=True), model(x, training=True))
+
+
+def test_preprocess_input_matches_builtin_preprocessing(micro):
+    x = images()
+    raw = micro.predict(x, verbose=0)
+    inner = kc.create_model("coatnet_micro", input_shape=(64, 64, 3), classes=10, include_preprocessing=False)
+    inner.set_weights(micro.get_weights())
+    np.testing.assert_allclose(inner.predict(kc.preprocess_input(x), verbose=0), raw, atol=1e-6)
