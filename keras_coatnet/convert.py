@@ -80,14 +80,14 @@ def build(args):
     return model, keys
 
 
-def report(model, state_shapes, keys, out=sys.stdout):
+def report(model, state_shapes, keys, out=None):
     """Prints one line per loaded tensor: timm key -> Keras variable path, timm shape -> Keras shape."""
     from keras_coatnet.timm_weights import variable_map
 
     targets = variable_map(model)
     for key in keys:
         variable = targets[key][0]
-        print(f"{key} -> {variable.path}  {list(state_shapes[key])} -> {list(variable.shape)}", file=out)
+        print(f"{key} -> {variable.path}  {list(state_shapes[key])} -> {list(variable.shape)}", file=out or sys.stdout)
 
 
 def convert(args):
