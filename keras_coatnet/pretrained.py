@@ -59,6 +59,14 @@ class Weights:
     def file_name(self):
         return f"{self.name}.safetensors"
 
+    @property
+    def resize_size(self):
+        """(H, W) an image is resized to before the center crop to `input_size` (timm: floor(size / crop_pct));
+        equal to `input_size` for 'squash' (resize straight to it)."""
+        if self.crop_mode == "squash":
+            return self.input_size
+        return tuple(int(s / self.crop_pct) for s in self.input_size)
+
     def url(self, base_url=None):
         base = (base_url or os.environ.get(URL_ENV) or BASE_URL).rstrip("/")
         return f"{base}/{self.name}/resolve/main/model.safetensors"

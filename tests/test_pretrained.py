@@ -70,7 +70,7 @@ def tiny(monkeypatch, tmp_path, tiny_digest):
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
     """Serves `server.root`; records request paths; `server.cut[path] = n` sends only n bytes of that file
-    while announcing its full length (a connection lost mid-transfer)."""
+    while announcing its full length (a connection lost mid-transfer); `server.redirect[path] = url` answers 302."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, directory=str(args[2].state.root), **kwargs)  # args: request, address, server
@@ -78,6 +78,11 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
     def do_GET(self):
         state = self.server.state
         state.requests.append(self.path)
+        if self.path in state.redirect:  # as Hugging Face's resolve/ URLs do, to their file store
+            self.send_response(302)
+            self.send_header("Location", state.redirect[self.path])
+            self.send_header("Content-Length", "0")
+            return self.end_headers()
         if self.path not in state.cut:
             return super().do_GET()
         with open(os.path.join(state.root, self.path.lstrip("/")), "rb") as f:
@@ -93,8 +98,8 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
 
 @pytest.fixture
 def server(tmp_path):
-    """An HTTP server on 127.0.0.1 in a thread: `.url`, `.root` (served folder), `.requests`, `.cut`."""
-    state = types.SimpleNamespace(root=tmp_path / "www", requests=[], cut={})
+    """An HTTP server on 127.0.0.1 in a thread: `.url`, `.root` (served folder), `.requests`, `.cut`, `.redirect`."""
+    state = types.SimpleNamespace(root=tmp_path / "www", requests=[], cut={}, redirect={})
     state.root.mkdir()
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     httpd.state, httpd.timeout = state, 5
@@ -167,6 +172,31 @@ def test_imagenet_and_tag_resolution():
         pretrained.get_weights("coatnet_2_rw_224", "sw_in22k")
 
 
+def test_readme_table_matches_registry():
+    """Each row of the README table: model, tag, classes, resolution, crop, params (M) and top-1 as registered."""
+    with open(os.path.join(os.path.dirname(pretrained.__file__), "PRETRAINED_README_SECTION.md")) as f:
+        rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in f if line.startswith("| `")]
+    table = {f"{r[0].strip('`')}.{r[1].split('`')[1].strip(chr(34))}": r for r in rows}
+    assert sorted(table) == sorted(PUBLISHED)
+    for name, (_, tag, _, classes, size, crop, params, top1) in table.items():
+        w = pretrained.WEIGHTS[name]
+        assert ('"imagenet"' in tag) == (w.classes == 1000 and pretrained.get_weights(w.model).tag == w.tag), name
+        assert (int(classes), int(size), float(params)) == (w.classes, w.input_size[0], round(w.params / 1e6, 2))
+        assert crop == ("squash" if w.crop_mode == "squash" else str(w.crop_pct)), name
+        assert top1 == ("—" if w.top1 is None else f"{w.top1:.2f}"), name
+
+
+def test_eval_resize_sizes():
+    assert pretrained.WEIGHTS["coatnet_0_rw_224.sw_in1k"].resize_size == (235, 235)
+    assert pretrained.WEIGHTS["coatnet_nano_rw_224.sw_in1k"].resize_size == (248, 248)
+    assert pretrained.WEIGHTS["coatnet_rmlp_2_rw_384.sw_in12k_ft_in1k"].resize_size == (384, 384)
+
+
+def test_weights_name_needs_a_registered_model():
+    with pytest.raises(ValueError, match="need a registered model name"):
+        kc.from_timm_config(_meta()["timm_cfg"], weights="imagenet")
+
+
 @pytest.mark.parametrize("call", [lambda: kc.CoAtNet0(weights="imagenet"),
                                   lambda: kc.create_model("coatnet_0_224", weights="imagenet"),
                                   lambda: kc.create_model("coatnet_pico_rw_224", weights="imagenet")])
@@ -220,6 +250,17 @@ def test_file_url_download(tiny, tmp_path):
     assert path == os.path.join(pretrained.cache_dir(), f"{NAME}.{TAG}.safetensors")
     with open(path, "rb") as a, open(os.path.join(FIXTURE, "model.safetensors"), "rb") as b:
         assert a.read() == b.read()
+
+
+def test_redirect_is_followed(tiny, server):
+    path = publish(server.root, tiny)
+    with open(os.path.join(server.root, "blob"), "wb") as f, open(os.path.join(FIXTURE, "model.safetensors"), "rb") as g:
+        f.write(g.read())
+    os.remove(os.path.join(server.root, path.lstrip("/")))
+    server.redirect[path] = f"{server.url}/blob"
+    assert os.path.getsize(pretrained.fetch(NAME, TAG, base_url=server.url)) == os.path.getsize(
+        os.path.join(FIXTURE, "model.safetensors"))
+    assert server.requests == [path, "/blob"]
 
 
 def test_connection_lost_midway_leaves_nothing(tiny, server):
