@@ -23,7 +23,7 @@ class DownloadError(OSError):
 def cache_root():
     """`$KERAS_HOME` if set, else `~/.keras` (falling back to a temporary folder if that is not writable)."""
     root = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
-    if os.path.isdir(root) and not os.access(root, os.W_OK):
+    if not os.access(root if os.path.isdir(root) else os.path.dirname(root), os.W_OK):
         root = os.path.join(tempfile.gettempdir(), ".keras")
     return root
 

@@ -68,7 +68,8 @@ def test_registered_name_at_another_size_loads_in_create_model(tmp_path, monkeyp
                                                        "mean": TIMM_MEAN, "std": TIMM_STD, "family": "test"})
     out = str(tmp_path / "tiny_rmlp.weights.h5")
     args = convert.parse_args(["tiny_rmlp", CHECKPOINT, out, "--input-size", "64x96", "--quiet"])
-    assert args.input_size == (64, 96) and convert.parse_args(["m", "c", "o", "--input-size", "96"]).input_size == (96, 96)
+    assert args.input_size == (64, 96)
+    assert convert.parse_args(["m", "c", "o", "--input-size", "96"]).input_size == (96, 96)
     assert convert.main(["tiny_rmlp", CHECKPOINT, out, "--input-size", "64x96", "--quiet"]) == 0
     assert "input (64, 96, 3)" in capsys.readouterr().out
     images = np.random.default_rng(0).uniform(0, 255, size=(2, 64, 96, 3)).astype("float32")

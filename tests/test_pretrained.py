@@ -254,9 +254,7 @@ def test_file_url_download(tiny, tmp_path):
 
 def test_redirect_is_followed(tiny, server):
     path = publish(server.root, tiny)
-    with open(os.path.join(server.root, "blob"), "wb") as f, open(os.path.join(FIXTURE, "model.safetensors"), "rb") as g:
-        f.write(g.read())
-    os.remove(os.path.join(server.root, path.lstrip("/")))
+    os.replace(os.path.join(server.root, path.lstrip("/")), os.path.join(server.root, "blob"))
     server.redirect[path] = f"{server.url}/blob"
     assert os.path.getsize(pretrained.fetch(NAME, TAG, base_url=server.url)) == os.path.getsize(
         os.path.join(FIXTURE, "model.safetensors"))
