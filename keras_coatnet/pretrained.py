@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import os
 import struct
 
@@ -175,10 +176,12 @@ def model_manifest(model):
     return out
 
 
-def read_header(path):
-    """{key: shape} of a `.safetensors` file, after checking that its size matches its header.
+_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
 
-    Raises ValueError for a file that is truncated, padded or not safetensors."""
+
+def read_header(path):
+    """{key: shape} of a `.safetensors` file, after checking that each tensor's byte range fits its dtype and
+    shape and that the file's size matches its header. Raises ValueError for a truncated, padded or foreign file."""
     size = os.path.getsize(path)
     with open(path, "rb") as f:
         head = f.read(8)
@@ -189,12 +192,19 @@ def read_header(path):
             header = json.loads(f.read(n))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise ValueError(f"{path} has an unreadable safetensors header ({e}).") from e
+    if not isinstance(header, dict):
+        raise ValueError(f"{path} has a malformed safetensors header (not a JSON object).")
     header.pop("__metadata__", None)
     try:
+        shapes = {k: tuple(int(d) for d in v["shape"]) for k, v in header.items()}
+        spans = {k: (int(v["data_offsets"][1]) - int(v["data_offsets"][0]),
+                     math.prod(shapes[k]) * _DTYPE_BYTES[v["dtype"]]) for k, v in header.items()}
         end = max((int(v["data_offsets"][1]) for v in header.values()), default=0)
-        shapes = {k: tuple(v["shape"]) for k, v in header.items()}
     except (KeyError, TypeError, IndexError, ValueError) as e:
-        raise ValueError(f"{path} has a malformed safetensors header ({e}).") from e
+        raise ValueError(f"{path} has a malformed safetensors header ({type(e).__name__}: {e}).") from e
+    bad = [k for k, (have, need) in spans.items() if have != need]
+    if bad:
+        raise ValueError(f"{path} has tensors whose byte size does not fit their shape (first: {bad[:3]}).")
     if size != 8 + n + end:
         raise ValueError(f"{path} is {size} bytes but its header describes {8 + n + end}: the file is truncated "
                          "or corrupt.")
@@ -206,7 +216,7 @@ def verify(path, entry):
     known, else its size against its header and its tensor manifest."""
     if entry.sha256 is not None:
         digest = download.sha256_of(path)
-        if digest != entry.sha256:
+        if digest != entry.sha256.lower():
             raise ValueError(f"{path}: SHA-256 {digest} does not match {entry.name}'s {entry.sha256}.")
         return
     shapes = read_header(path)

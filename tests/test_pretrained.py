@@ -252,6 +252,33 @@ def test_file_url_download(tiny, tmp_path):
         assert a.read() == b.read()
 
 
+def _safetensors_bytes(header, data):
+    raw = json.dumps(header).encode()
+    return len(raw).to_bytes(8, "little") + raw + data
+
+
+def test_read_header_checks_sizes(tmp_path):
+    from safetensors import safe_open
+
+    path = os.path.join(FIXTURE, "model.safetensors")
+    with safe_open(path, "np") as f:
+        expected = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    assert pretrained.read_header(path) == expected and len(expected) > 100
+    cases = {
+        "padded.safetensors": (open(path, "rb").read() + b"\0", "but its header describes"),
+        "shape.safetensors": (_safetensors_bytes({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 4]}},
+                                                 b"\0" * 4), "byte size does not fit their shape"),
+        "list.safetensors": (_safetensors_bytes([1, 2], b""), "not a JSON object"),
+        "dtype.safetensors": (_safetensors_bytes({"a": {"dtype": "X9", "shape": [1], "data_offsets": [0, 4]}},
+                                                 b"\0" * 4), "malformed safetensors header"),
+        "empty.safetensors": (b"", "not a safetensors file"),
+    }
+    for name, (data, message) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(ValueError, match=message):
+            pretrained.read_header(str(tmp_path / name))
+
+
 def test_redirect_is_followed(tiny, server):
     path = publish(server.root, tiny)
     os.replace(os.path.join(server.root, path.lstrip("/")), os.path.join(server.root, "blob"))
