@@ -40,6 +40,11 @@ def load_weights(model, weights, include_top=True, classes=None):
 
 
 def _build(config, weights, include_top, classes, model_name=None, **kwargs):
+    named = isinstance(weights, str) and not weights.endswith(WEIGHT_SUFFIXES)
+    if classes is None:  # the published checkpoint's head (e.g. 11821 for ImageNet-12k), else 1000
+        from keras_coatnet import pretrained
+
+        classes = pretrained.get_weights(model_name, weights).classes if named else 1000
     if weights is None or (isinstance(weights, (str, os.PathLike)) and os.fspath(weights).endswith(WEIGHT_SUFFIXES)):
         path = weights
     elif isinstance(weights, str):
@@ -55,12 +60,13 @@ def _build(config, weights, include_top, classes, model_name=None, **kwargs):
 
 
 def create_model(model_name, include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
-                 classes=1000, classifier_activation="softmax", include_preprocessing=True, name=None,
+                 classes=None, classifier_activation="softmax", include_preprocessing=True, name=None,
                  drop_path_rate=0.0, dropout_rate=0.0):
     """Builds a registered model by name (see `list_models()`), with the `keras.applications` arguments.
 
     Input [B, H, W, 3] (default H, W: the model's native size), raw 0-255 RGB when `include_preprocessing`.
-    `weights`: None, a file (timm `.safetensors`, Keras `.weights.h5`), 'imagenet' or a published tag."""
+    `weights`: None, a file (timm `.safetensors`, Keras `.weights.h5`), 'imagenet' or a published tag.
+    `classes`: default the published checkpoint's class count for named weights, else 1000."""
     entry = get_entry(model_name)
     if input_shape is None and input_tensor is None:
         input_shape = (*entry["input_size"], 3)
@@ -84,7 +90,7 @@ def _paper_constructor(index):
     model_name = f"coatnet_{index}"
 
     def constructor(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
-                    classes=1000, classifier_activation="softmax", include_preprocessing=True, name=None,
+                    classes=None, classifier_activation="softmax", include_preprocessing=True, name=None,
                     **kwargs):
         return create_model(model_name, include_top=include_top, weights=weights, input_tensor=input_tensor,
                             input_shape=input_shape, pooling=pooling, classes=classes,
