@@ -85,6 +85,7 @@ def download(url, dest, sha256=None, validate=None, timeout=60.0, progress=True)
                              "is corrupt or the file was replaced upstream; it was not kept.")
         if validate is not None:
             validate(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a cache file is readable like any download
         os.replace(tmp, dest)
         return dest
     finally:

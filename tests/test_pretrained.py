@@ -238,6 +238,7 @@ def test_download_cache_and_timm_logits(tiny, server, monkeypatch):
     assert server.requests == [path]
     assert cache_files() == [f"{NAME}.{TAG}.safetensors"]
     cached = os.path.join(pretrained.cache_dir(), f"{NAME}.{TAG}.safetensors")
+    assert os.stat(cached).st_mode & 0o777 == 0o644
     assert pretrained.fetch(NAME, "imagenet") == cached  # served from the cache: no second request
     assert server.requests == [path]
     assert tiny.url() == server.url + path

@@ -3,7 +3,7 @@ registry) against the manifest of the Keras model its registry entry builds.
 
 The manifest derivation is first checked on real timm files: the tiny fixtures of those configs. Full-size
 models take 5-25 s each to build on 2 CPU cores, so by default only the two smallest run;
-KERAS_COATNET_FULL_TESTS=1 runs all 15 (about 3.5 minutes; all pass).
+KERAS_COATNET_FULL_TESTS=1 runs all 15 (4-6 minutes on 2 busy cores; all pass).
 """
 
 import glob
