@@ -179,21 +179,23 @@ def model_manifest(model):
 _DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
 
 
-def read_header(path):
+def read_header(path, shown=None):
     """{key: shape} of a `.safetensors` file, after checking that each tensor's byte range fits its dtype and
-    shape and that the file's size matches its header. Raises ValueError for a truncated, padded or foreign file."""
+    shape and that the file's size matches its header. Raises ValueError for a truncated, padded or foreign file,
+    naming it `shown` (default: path)."""
+    shown = shown or path
     size = os.path.getsize(path)
     with open(path, "rb") as f:
         head = f.read(8)
         n = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
         if n < 2 or 8 + n > size:
-            raise ValueError(f"{path} is not a safetensors file (or is truncated): {size} bytes.")
+            raise ValueError(f"{shown} is not a safetensors file (or is truncated): {size} bytes.")
         try:
             header = json.loads(f.read(n))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ValueError(f"{path} has an unreadable safetensors header ({e}).") from e
+            raise ValueError(f"{shown} has an unreadable safetensors header ({e}).") from e
     if not isinstance(header, dict):
-        raise ValueError(f"{path} has a malformed safetensors header (not a JSON object).")
+        raise ValueError(f"{shown} has a malformed safetensors header (not a JSON object).")
     header.pop("__metadata__", None)
     try:
         shapes = {k: tuple(int(d) for d in v["shape"]) for k, v in header.items()}
@@ -201,29 +203,30 @@ def read_header(path):
                      math.prod(shapes[k]) * _DTYPE_BYTES[v["dtype"]]) for k, v in header.items()}
         end = max((int(v["data_offsets"][1]) for v in header.values()), default=0)
     except (KeyError, TypeError, IndexError, ValueError) as e:
-        raise ValueError(f"{path} has a malformed safetensors header ({type(e).__name__}: {e}).") from e
+        raise ValueError(f"{shown} has a malformed safetensors header ({type(e).__name__}: {e}).") from e
     bad = [k for k, (have, need) in spans.items() if have != need]
     if bad:
-        raise ValueError(f"{path} has tensors whose byte size does not fit their shape (first: {bad[:3]}).")
+        raise ValueError(f"{shown} has tensors whose byte size does not fit their shape (first: {bad[:3]}).")
     if size != 8 + n + end:
-        raise ValueError(f"{path} is {size} bytes but its header describes {8 + n + end}: the file is truncated "
+        raise ValueError(f"{shown} is {size} bytes but its header describes {8 + n + end}: the file is truncated "
                          "or corrupt.")
     return shapes
 
 
-def verify(path, entry):
+def verify(path, entry, shown=None):
     """Raises ValueError unless the file at `path` is the checkpoint `entry` describes: its SHA-256 when
-    known, else its size against its header and its tensor manifest."""
+    known, else its size against its header and its tensor manifest. Messages name it `shown` (default: path)."""
+    shown = shown or path
     if entry.sha256 is not None:
         digest = download.sha256_of(path)
         if digest != entry.sha256.lower():
-            raise ValueError(f"{path}: SHA-256 {digest} does not match {entry.name}'s {entry.sha256}.")
+            raise ValueError(f"{shown}: SHA-256 {digest} does not match {entry.name}'s {entry.sha256}.")
         return
-    shapes = read_header(path)
+    shapes = read_header(path, shown)
     if manifest_digest(shapes) != entry.manifest_sha256:
         fc = shapes.get("head.fc.weight")
         learned = sum(not k.endswith(IGNORED_SUFFIXES) for k in shapes)
-        raise ValueError(f"{path} does not hold {entry.name}: its {learned} tensors (classifier "
+        raise ValueError(f"{shown} does not hold {entry.name}: its {learned} tensors (classifier "
                          f"{fc and list(fc)}) differ in names or shapes from the checkpoint's ({entry.classes} "
                          "classes). Check the model name and tag.")
 
@@ -266,7 +269,7 @@ def fetch(model_name, weights="imagenet", include_top=True, classes=None, base_u
     url = entry.url(base_url)
     log.info("Downloading %s to %s", url, path)
     try:
-        return download.download(url, path, sha256=entry.sha256, validate=lambda p: verify(p, entry),
+        return download.download(url, path, sha256=entry.sha256, validate=lambda p: verify(p, entry, url),
                                  progress=progress)
     except download.DownloadError as e:
         raise download.DownloadError(f"{e}. {_manual_help(entry, url)}") from e

@@ -1,6 +1,7 @@
 """Published weights: registry, download/cache/verify through file:// and a local HTTP server, head and
 resolution changes, and decoding. A tiny timm fixture stands in for a published checkpoint."""
 
+import dataclasses
 import hashlib
 import http.server
 import json
@@ -301,9 +302,11 @@ def test_connection_lost_midway_leaves_nothing(tiny, server):
 def test_truncated_file_is_rejected_and_removed(tiny, server):
     with open(os.path.join(FIXTURE, "model.safetensors"), "rb") as f:
         data = f.read()
-    publish(server.root, tiny, data=data[: len(data) // 2])
-    with pytest.raises(ValueError, match=r"failed verification and was removed.*truncated or corrupt"):
+    path = publish(server.root, tiny, data=data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"failed verification and was removed.*truncated or corrupt") as err:
         pretrained.fetch(NAME, TAG, base_url=server.url)
+    assert f"removed: {server.url}{path} is {len(data) // 2} bytes but its header describes {len(data)}" \
+           in str(err.value)
     assert cache_files() == []
 
 
@@ -311,8 +314,6 @@ def test_checksum_checked_when_known(tiny, server, monkeypatch):
     publish(server.root, tiny)
     with open(os.path.join(FIXTURE, "model.safetensors"), "rb") as f:
         good = hashlib.sha256(f.read()).hexdigest()
-    import dataclasses
-
     monkeypatch.setitem(pretrained.WEIGHTS, tiny.name, dataclasses.replace(tiny, sha256="0" * 64))
     with pytest.raises(ValueError, match=rf"Checksum mismatch.*SHA-256 {good}, expected 0{{64}}"):
         pretrained.fetch(NAME, TAG, base_url=server.url)
