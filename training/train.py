@@ -1,0 +1,254 @@
+"""Train / evaluate a keras_coatnet model with tf.distribute.
+
+CLI:    python -m training.train --preset digits --output-dir runs/digits
+Python: training.train.run({"preset": "digits", "output_dir": "runs/digits"}) -> dict
+"""
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+import warnings
+
+from training import config as config_lib
+
+log = logging.getLogger("training")
+
+
+def _paths(out):
+    return {
+        "best_model": os.path.join(out, "best.keras"),
+        "last_model": os.path.join(out, "last.keras"),
+        "history_csv": os.path.join(out, "history.csv"),
+        "curves_png": os.path.join(out, "curves.png"),
+        "metrics_json": os.path.join(out, "metrics.json"),
+        "config_json": os.path.join(out, "config.json"),
+        "tensorboard_dir": os.path.join(out, "tensorboard"),
+        "backup_dir": os.path.join(out, "backup"),
+    }
+
+
+def _precision_policy(setting, kind):
+    """Keras dtype policy name: mixed_float16 on GPU, mixed_bfloat16 on TPU/CPU, or float32."""
+    setting = str(setting).lower()
+    on = setting == "true" or (setting == "auto" and kind in ("gpu", "tpu"))
+    if not on:
+        return "float32"
+    return "mixed_float16" if kind == "gpu" else "mixed_bfloat16"
+
+
+def _compile(model, cfg, optimizer, strategy_kind):
+    import keras
+
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=float(cfg["label_smoothing"])),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"),
+                 keras.metrics.TopKCategoricalAccuracy(k=5, name="top5")],
+        jit_compile=bool(cfg["jit_compile"]) or strategy_kind == "tpu",
+    )
+
+
+def _evaluate(model, ds):
+    """{'loss', 'top1', 'top5'} of model on a batched one-hot dataset."""
+    r = model.evaluate(ds, verbose=0, return_dict=True)
+    return {"loss": float(r["loss"]), "top1": float(r["accuracy"]), "top5": float(r["top5"])}
+
+
+def _has_tensorboard():
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        log.warning("tensorboard is not installed: no TensorBoard logs (pip install tensorboard)")
+        return False
+    return True
+
+
+def _write_json(path, obj):
+    with open(path, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+
+
+def _eval_only(cfg, strategy, data, global_batch, paths):
+    import keras
+
+    from training.data import pipeline
+    from training.model import build_model
+
+    split = data.test or data.val
+    if split is None:
+        raise ValueError("eval_only needs a test or validation split (--test-data / --val-data)")
+    with strategy.scope():
+        if str(cfg["weights"]).endswith(".keras"):
+            model = keras.models.load_model(cfg["weights"], compile=False)
+        else:
+            model = build_model(cfg, data.num_classes)
+        _compile(model, cfg, "adam", "cpu")
+    result = _evaluate(model, pipeline(split, cfg, global_batch, data.num_classes, training=False))
+    return {"status": "evaluated", "split": "test" if data.test else "val", "images": split.count,
+            **{f"eval_{k}": v for k, v in result.items()}}
+
+
+def run(config=None, callbacks=()):
+    """Train (or evaluate) as configured; return a dict of results and output paths.
+
+    config: dict of options (see training/config.py SPEC), may name a "preset" or "config" file.
+    callbacks: extra keras callbacks appended to fit's (tests use this).
+    Returns metrics (test_top1/test_top5 when there is a test split, best epoch, optimizer steps,
+    timings) plus paths: best_model, last_model, history_csv, curves_png, metrics_json, ...
+    Raises TrainingDiverged on a NaN/Inf loss (best/last checkpoints are kept).
+    """
+    cfg = config_lib.resolve(config)
+    import tensorflow as tf
+
+    from training.strategy import device_kind, is_chief, make_strategy, strategy_name, task_id
+
+    # The strategy first: multi-worker collectives must be set up before other TF work.
+    strategy = make_strategy(cfg["strategy"], cfg["tpu"])
+    import keras
+
+    import keras_coatnet  # noqa: F401  (registers the model's layers for load_model)
+    from training.callbacks import Checkpoints, StopOnNonFinite, TrainingDiverged, plot_curves, read_history
+    from training.data import load_data, pipeline
+    from training.model import build_model
+    from training.optim import lr_schedule, make_optimizer, scaled_lr
+
+    warnings.filterwarnings("ignore", message=".*(ran out of data|`shuffle=True` was passed).*")
+    kind = device_kind(strategy)
+    chief = is_chief(strategy)
+    out = cfg["output_dir"] if chief else os.path.join(cfg["output_dir"], f".worker{task_id(strategy)}")
+    os.makedirs(out, exist_ok=True)
+    paths = _paths(out)
+    replicas = strategy.num_replicas_in_sync
+    global_batch = int(cfg["batch_size"]) * replicas
+    policy = _precision_policy(cfg["mixed_precision"], kind)
+    previous_policy = keras.config.dtype_policy()
+    keras.utils.set_random_seed(int(cfg["seed"]))
+    if cfg["deterministic"]:
+        tf.config.experimental.enable_op_determinism()
+    log.info("strategy %s: %d replica(s) on %s, global batch %d, precision %s",
+             strategy_name(strategy), replicas, kind, global_batch, policy)
+    info = {"model": cfg["model"], "dataset": cfg["dataset"], "strategy": strategy_name(strategy),
+            "device": kind, "replicas": replicas, "global_batch": global_batch, "precision": policy}
+
+    t_start = time.time()
+    data = load_data(cfg)
+    info["skipped_images"] = data.skipped
+    keras.config.set_dtype_policy(policy)
+    try:
+        if cfg["eval_only"]:
+            results = {**info, **_eval_only(cfg, strategy, data, global_batch, paths),
+                       "metrics_json": paths["metrics_json"]}
+            if chief:
+                _write_json(paths["metrics_json"], results)
+            return results
+
+        steps = int(cfg["steps_per_epoch"] or data.train.count // global_batch)
+        if steps < 1:
+            raise ValueError(f"{data.train.count} training images are fewer than one global batch "
+                             f"({global_batch}); lower batch_size")
+        peak_lr = scaled_lr(float(cfg["lr"]), global_batch, int(cfg["lr_base_batch"]), cfg["lr_scaling"])
+        total_steps = steps * int(cfg["epochs"])
+        schedule = lr_schedule(peak_lr, total_steps, float(cfg["warmup_epochs"]) * steps, float(cfg["min_lr_ratio"]))
+        with strategy.scope():
+            model = build_model(cfg, data.num_classes)
+            _compile(model, cfg, make_optimizer(model, cfg, schedule), kind)
+
+        train_ds = pipeline(data.train, cfg, global_batch, data.num_classes, True, cfg["debug_nan_at_step"])
+        val_ds = pipeline(data.val, cfg, global_batch, data.num_classes, False) if data.val else None
+
+        backup_meta = os.path.join(paths["backup_dir"], "training_metadata.json")
+        resumed_epoch = 0
+        if cfg["backup"] and os.path.exists(backup_meta):
+            with open(backup_meta) as f:
+                resumed_epoch = int(json.load(f)["epoch"])
+            log.info("resuming from the backup at epoch %d", resumed_epoch)
+        elif chief:  # a fresh run: drop history and best-so-far of any earlier run in this directory
+            for p in (paths["history_csv"], os.path.join(out, "best.json")):
+                if os.path.exists(p):
+                    os.remove(p)
+            shutil.rmtree(paths["tensorboard_dir"], ignore_errors=True)
+        _write_json(paths["config_json"], cfg)
+
+        checkpoints = Checkpoints(out, "val_loss" if val_ds is not None else "loss", "min", enabled=chief)
+        cbs = [StopOnNonFinite(f"Last good checkpoint: {paths['last_model']}")]
+        if cfg["backup"]:
+            cbs.append(keras.callbacks.BackupAndRestore(paths["backup_dir"], delete_checkpoint=True))
+        if cfg["use_ema"]:
+            cbs.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
+        cbs += [checkpoints, keras.callbacks.CSVLogger(paths["history_csv"], append=True)]
+        if _has_tensorboard():
+            cbs.append(keras.callbacks.TensorBoard(paths["tensorboard_dir"], update_freq="epoch", profile_batch=0))
+        cbs += list(callbacks)
+
+        t_fit = time.time()
+        try:
+            model.fit(train_ds, epochs=int(cfg["epochs"]), steps_per_epoch=steps, validation_data=val_ds,
+                      callbacks=cbs, verbose=int(cfg["verbose"]))
+        except TrainingDiverged as e:
+            if chief:
+                _write_json(paths["metrics_json"], {**info, "status": "diverged", "error": str(e),
+                                                    "best": checkpoints.best(), "last_model": paths["last_model"]})
+            raise
+        fit_s = time.time() - t_fit
+        optimizer_steps = int(model.optimizer.iterations.numpy())
+        history = read_history(paths["history_csv"]) if os.path.exists(paths["history_csv"]) else {}
+        results = {
+            **info, "status": "completed",
+            "epochs": int(cfg["epochs"]), "steps_per_epoch": steps, "optimizer_steps": optimizer_steps,
+            "resumed_from_epoch": resumed_epoch, "peak_lr": peak_lr,
+            "final_lr": float(schedule(optimizer_steps)),
+            "train_images": data.train.count, "fit_time_s": fit_s,
+            "train_images_per_s": (optimizer_steps - resumed_epoch * steps) * global_batch / fit_s,
+            "best": checkpoints.best(), "history_epochs": [int(e) for e in history.get("epoch", [])],
+        }
+        for key in ("loss", "accuracy", "val_loss", "val_accuracy", "val_top5"):
+            if history.get(key):
+                results[f"final_{key}"] = history[key][-1]
+        if data.test is not None:
+            test = _evaluate(model, pipeline(data.test, cfg, global_batch, data.num_classes, False))
+            results.update({f"test_{k}": v for k, v in test.items()}, test_images=data.test.count)
+        results["total_time_s"] = time.time() - t_start
+        if chief and history:
+            plot_curves(history, paths["curves_png"])
+        results.update({k: paths[k] for k in ("best_model", "last_model", "history_csv", "curves_png",
+                                               "metrics_json", "tensorboard_dir", "config_json")})
+        if chief:
+            _write_json(paths["metrics_json"], results)
+        return results
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+
+
+def _summary(results):
+    keys = ("status", "epochs", "optimizer_steps", "final_val_accuracy", "test_top1", "test_top5",
+            "eval_top1", "eval_top5", "total_time_s", "best_model", "metrics_json")
+    return "\n".join(f"{k}: {results[k]}" for k in keys if k in results)
+
+
+def main(argv=None):
+    """CLI entry point (keras-coatnet-train). Errors are one line unless --debug."""
+    from training.callbacks import TrainingDiverged
+    from training.strategy import StrategyUnavailable
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        cfg, debug = config_lib.parse_cli(argv)
+        print(_summary(run(cfg)))
+        return 0
+    except TrainingDiverged as e:
+        if debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 3
+    except (ValueError, FileNotFoundError, StrategyUnavailable) as e:
+        if debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
