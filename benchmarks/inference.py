@@ -4,7 +4,8 @@ All three models run at 224x224 with random weights, compiled the same way
 (``--mode``), and are measured interleaved: each round times ``--iters`` calls of
 ours, then the peer (kecam, in a long-lived tf-keras subprocess), then ConvNeXtTiny.
 Builds, compiles and warm-up calls are not timed.  Reports the median images/s
-over rounds and the ratios ours/peer and ours/convnext.
+over rounds and the ratios ours/peer and ours/convnext, by wall clock and per
+CPU-second used by the model's process (the latter is steadier on a loaded machine).
 
     .venv/bin/python -m benchmarks.inference --rounds 5 --iters 5 --batch-sizes 1,8
 """
@@ -39,11 +40,11 @@ def make_runner(model, mode, batch):
 
 
 def time_runner(run, iters):
-    """Seconds taken by ``iters`` back-to-back calls."""
-    start = time.perf_counter()
+    """(wall seconds, process CPU seconds) taken by ``iters`` back-to-back calls."""
+    start, cpu_start = time.perf_counter(), time.process_time()
     for _ in range(iters):
         run()
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu_start
 '''
 exec(_TIMING_CODE)
 
@@ -63,7 +64,7 @@ def handle(msg):
         return {"params": int(model.count_params()),
                 "setup_s": time.perf_counter() - start}
     if msg["cmd"] == "time":
-        return {"seconds": time_runner(RUNNERS[msg["batch"]], msg["iters"])}
+        return {"seconds": time_runner(RUNNERS[msg["batch"]], msg["iters"])}  # [wall, cpu]
     raise ValueError(f"unknown cmd {msg['cmd']!r}")
 '''
 
@@ -92,7 +93,7 @@ class PeerModel:
         self.params = info["params"]
 
     def time(self, batch, iters):
-        return self.session.request({"cmd": "time", "batch": batch, "iters": iters})["seconds"]
+        return tuple(self.session.request({"cmd": "time", "batch": batch, "iters": iters})["seconds"])
 
 
 def build_ours(stand_in):
@@ -129,12 +130,14 @@ def run_benchmark(args):
                                             args.mode, batch_sizes, args.warmup)
         order = [name for name in ("ours", "peer", "convnext") if name in models]
         results = {name: {b: [] for b in batch_sizes} for name in order}
+        cpu_results = {name: {b: [] for b in batch_sizes} for name in order}
         loads = [load_average()]
         for r in range(args.rounds):
             for batch in batch_sizes:
                 for name in order:
-                    seconds = models[name].time(batch, args.iters)
-                    results[name][batch].append(batch * args.iters / seconds)
+                    wall, cpu = models[name].time(batch, args.iters)
+                    results[name][batch].append(batch * args.iters / wall)
+                    cpu_results[name][batch].append(batch * args.iters / cpu)
             loads.append(load_average())
             print(f"round {r + 1}/{args.rounds}: " + ", ".join(
                 f"{n}@{b}={results[n][b][-1]:.2f}" for b in batch_sizes for n in order)
@@ -144,25 +147,22 @@ def run_benchmark(args):
     return {"mode": args.mode, "rounds": args.rounds, "iters": args.iters,
             "stand_in": args.stand_in, "cpus": os.cpu_count(), "load": loads,
             "params": {n: m.params for n, m in models.items()},
-            "results": results}
+            "results": results, "cpu_results": cpu_results}
 
 
-def summarize(report):
+def summarize(report, key="results"):
     """Median images/s per model and batch, and ratios of ours to the others."""
-    res = report["results"]
+    res = report[key]
     med = {n: {b: statistics.median(v) for b, v in per.items()} for n, per in res.items()}
     ratios = {f"ours/{n}": {b: med["ours"][b] / med[n][b] for b in med[n]}
               for n in med if n != "ours"}
     return med, ratios
 
 
-def print_table(report, med, ratios):
+def print_table(med, ratios, unit="img/s"):
     """Markdown table: one row per batch size."""
     names = list(med)
-    cols = [f"{n} img/s" for n in names] + list(ratios)
-    print(f"mode={report['mode']}  rounds={report['rounds']}  iters={report['iters']}  "
-          f"cpus={report['cpus']}  load={report['load']}"
-          + ("  (STAND-IN: ours is ConvNeXtTiny)" if report["stand_in"] else ""))
+    cols = [f"{n} {unit}" for n in names] + list(ratios)
     print("| batch | " + " | ".join(cols) + " |")
     print("|---:|" + "---:|" * len(cols))
     for b in next(iter(med.values())):
@@ -191,9 +191,17 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     report = run_benchmark(args)
+    print(f"mode={report['mode']}  rounds={report['rounds']}  iters={report['iters']}  "
+          f"cpus={report['cpus']}  load={report['load']}"
+          + ("  (STAND-IN: ours is ConvNeXtTiny)" if report["stand_in"] else ""))
     med, ratios = summarize(report)
     report["median"], report["ratios"] = med, ratios
-    print_table(report, med, ratios)
+    print("\nwall clock (median images/s):")
+    print_table(med, ratios)
+    med, ratios = summarize(report, "cpu_results")
+    report["cpu_median"], report["cpu_ratios"] = med, ratios
+    print("\nper CPU-second of the model's process (less sensitive to other load):")
+    print_table(med, ratios, "img/CPU-s")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1)
