@@ -231,8 +231,8 @@ def test_every_tag_resolves_to_its_download(tmp_path, monkeypatch, server):
 def test_download_cache_and_timm_logits(tiny, server, monkeypatch):
     path = publish(server.root, tiny)
     monkeypatch.setenv(pretrained.URL_ENV, server.url)
-    model = kc.create_model(NAME, weights="imagenet", classes=10, include_preprocessing=False,
-                            classifier_activation=None)
+    model = kc.create_model(NAME, weights="imagenet", include_preprocessing=False, classifier_activation=None)
+    assert model.output_shape == (None, 10)  # classes defaults to the checkpoint's
     ref = np.load(os.path.join(FIXTURE, "io.npz"))
     logits = model.predict(ref["images_nhwc"], verbose=0)
     assert _max_rel_error(logits, ref["logits"]) < TOLERANCE
