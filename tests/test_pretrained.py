@@ -175,8 +175,10 @@ def test_imagenet_and_tag_resolution():
 
 def test_readme_table_matches_registry():
     """Each row of the README table: model, tag, classes, resolution, crop, params (M) and top-1 as registered."""
-    with open(os.path.join(os.path.dirname(pretrained.__file__), "PRETRAINED_README_SECTION.md")) as f:
-        rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in f if line.startswith("| `")]
+    with open(os.path.join(os.path.dirname(os.path.dirname(pretrained.__file__)), "README.md")) as f:
+        section = f.read().split("## Pretrained weights", 1)[1].split("\n## ", 1)[0]
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in section.splitlines()
+            if line.startswith("| `")]
     table = {f"{r[0].strip('`')}.{r[1].split('`')[1].strip(chr(34))}": r for r in rows}
     assert sorted(table) == sorted(PUBLISHED)
     for name, (_, tag, _, classes, size, crop, params, top1) in table.items():
