@@ -81,7 +81,7 @@ def render(report):
         "## Data",
         "",
         f"{d['source']} to {h}x{w}, gray copied to RGB. {d['train_images']} training images "
-        f"(10% of them held out for validation), {d['test_images']} test images: {d['test_split']}. "
+        f"(after holding out val_fraction={recipe.get('val_fraction')} of the training split for validation), {d['test_images']} test images: {d['test_split']}. "
         "The test images are used only for the numbers below.",
         "",
         "## Metrics per format",
