@@ -1,0 +1,94 @@
+"""CLI: ``python -m export MODEL.keras OUT_DIR [--formats ...] [--calibration digits|DIR|TFRECORD|CONFIG]``.
+
+Exits 0 when every requested format exported and validated, 1 when a format failed validation,
+2 on a bad request (missing / corrupt model, unknown format, bad size, no calibration images).
+"""
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def parse_args(argv=None):
+    from export.formats import FORMATS
+
+    p = argparse.ArgumentParser(prog="python -m export", description=__doc__.splitlines()[0])
+    p.add_argument("model", help="trained model saved with model.save('m.keras')")
+    p.add_argument("out_dir", help="folder for the exported files, labels.txt and report.json")
+    p.add_argument("--formats", default="all",
+                   help=f"comma-separated, from {', '.join(FORMATS)} ('all' = every one but qat_int8)")
+    p.add_argument("--calibration", default=None,
+                   help="calibration / validation images: digits, an image folder, a TFRecord or a training "
+                        "config (.yaml/.json); required for int8, int16x8, qat_int8")
+    p.add_argument("--num-calibration", type=int, default=64, help="calibration images (default 64)")
+    p.add_argument("--num-heldout", type=int, default=64, help="held-out validation images (default 64)")
+    p.add_argument("--input-size", type=int, nargs="+", default=None, metavar="N",
+                   help="H [W]: must be the model's size and a multiple of 32 (default: the model's)")
+    p.add_argument("--uint8-input", action="store_true",
+                   help="models take raw RGB camera bytes (uint8); normalization is baked in")
+    p.add_argument("--io-type", default="int8", choices=("int8", "uint8", "float32"),
+                   help="input/output type of full-integer int8 models (default int8)")
+    p.add_argument("--labels", default=None, help="text file with one class name per line")
+    p.add_argument("--name", default=None, help="file name prefix (default: the model's name)")
+    p.add_argument("--no-optimize", action="store_true", help="convert the plain Keras graph, not the export view")
+    p.add_argument("--gelu", default="exact", choices=("exact", "tanh", "sigmoid"), help="GELU in the export view")
+    p.add_argument("--attention", default="batched", choices=("batched", "per_head"),
+                   help="attention matmuls in the export view")
+    p.add_argument("--qat-epochs", type=int, default=2, help="fine-tuning epochs of qat_int8")
+    p.add_argument("--threshold", action="append", default=[], metavar="FORMAT=VALUE",
+                   help="override a validation threshold, e.g. int8=0.95 (agreement) or fp16=0.02 (rel error)")
+    p.add_argument("--no-strict", action="store_true", help="write formats that fail validation and exit 0")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--debug", action="store_true", help="full tracebacks on errors")
+    return p.parse_args(argv)
+
+
+def _thresholds(items):
+    from export.errors import ExportError
+
+    out = {}
+    for item in items:
+        fmt, sep, value = item.partition("=")
+        try:
+            out[fmt] = float(value)
+        except ValueError:
+            raise ExportError(f"bad --threshold {item!r}; expected FORMAT=NUMBER") from None
+        if not sep:
+            raise ExportError(f"bad --threshold {item!r}; expected FORMAT=NUMBER")
+    return out
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from export.errors import ExportError, ValidationError
+
+    try:
+        from export.api import export_model
+
+        size = None if args.input_size is None else (args.input_size * 2)[:2]
+        report = export_model(
+            args.model, args.out_dir, formats=args.formats, calibration_source=args.calibration,
+            input_size=size, uint8_input=args.uint8_input, io_type=args.io_type,
+            num_calib=args.num_calibration, num_heldout=args.num_heldout, optimize=not args.no_optimize,
+            gelu=args.gelu, attention=args.attention, labels=args.labels, strict=not args.no_strict,
+            thresholds=_thresholds(args.threshold), name=args.name, qat_epochs=args.qat_epochs,
+            progress=None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True)))
+    except ValidationError as e:
+        if args.debug:
+            raise
+        print(f"export: validation failed: {e}", file=sys.stderr)
+        return 1
+    except (ExportError, FileNotFoundError, ValueError) as e:
+        if args.debug:
+            raise
+        print(f"export: error: {e}", file=sys.stderr)
+        return 2
+    for fmt, entry in report["formats"].items():
+        print(f"{fmt}\t{entry.get('path', '-')}\t{entry['size_bytes'] / 1e6:.2f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

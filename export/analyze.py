@@ -1,0 +1,47 @@
+"""What a .tflite graph is made of: op histogram, ops left in float in a quantized model, Flex ops."""
+
+import collections
+import contextlib
+import io
+
+import numpy as np
+
+from export import litert
+
+FLOAT_TYPES = (np.float32, np.float16)
+
+
+def op_table(model_bytes):
+    """[(op name, input dtypes, output dtypes)] for every op of the model, in execution order."""
+    it = litert.load(model_bytes)
+    tensors = {t["index"]: np.dtype(t["dtype"]) for t in it.get_tensor_details()}
+    rows = []
+    for op in it._get_ops_details():  # noqa: SLF001 - the only per-op listing LiteRT exposes
+        ins = [tensors.get(i) for i in op["inputs"] if i >= 0]
+        outs = [tensors.get(i) for i in op["outputs"] if i >= 0]
+        rows.append((op["op_name"], ins, outs))
+    return rows
+
+
+def summarize(model_bytes):
+    """{"ops": {name: count}, "float_ops": {name: count}, "flex_ops": [...]} for one model.
+
+    ``float_ops`` counts ops computing in float (a float output), excluding the QUANTIZE/DEQUANTIZE
+    boundaries; in a full-integer model those are the ops that fell back to float."""
+    rows = op_table(model_bytes)
+    ops = collections.Counter(name for name, _, _ in rows)
+    float_ops = collections.Counter(
+        name for name, ins, outs in rows
+        if name not in ("QUANTIZE", "DEQUANTIZE") and any(o in FLOAT_TYPES for o in outs))
+    flex = sorted({name for name in ops if name.startswith("Flex") or name == "CUSTOM"})
+    return {"ops": dict(ops.most_common()), "float_ops": dict(float_ops.most_common()), "flex_ops": flex}
+
+
+def analyzer_text(model_bytes, gpu_compatibility=True):
+    """The text report of ``tf.lite.experimental.Analyzer`` (with GPU delegate compatibility notes)."""
+    import tensorflow as tf
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        tf.lite.experimental.Analyzer.analyze(model_content=model_bytes, gpu_compatibility=gpu_compatibility)
+    return buf.getvalue()

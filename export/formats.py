@@ -1,0 +1,86 @@
+"""The export formats and the TFLite converter settings of each."""
+
+import dataclasses
+
+import tensorflow as tf
+
+from export.errors import ExportError
+
+
+@dataclasses.dataclass(frozen=True)
+class Format:
+    """One export format: file suffix, whether it needs calibration data, how it is validated."""
+
+    name: str
+    suffix: str
+    description: str
+    calibrated: bool = False
+    float_error: float | None = None  # max relative error allowed vs Keras (float formats)
+    min_agreement: float | None = None  # min top-1 agreement with Keras (quantized formats)
+
+
+FORMATS = {
+    f.name: f
+    for f in (
+        Format("saved_model", "_saved_model", "TF SavedModel (model.export), float32", float_error=1e-5),
+        Format("fp32", "_fp32.tflite", "TFLite float32", float_error=1e-4),
+        Format("fp16", "_fp16.tflite", "TFLite float16 weights, float32 compute", float_error=1e-2),
+        Format("dynamic", "_dynamic_int8.tflite", "TFLite dynamic-range int8 weights", min_agreement=0.98),
+        Format("int8", "_int8.tflite", "TFLite full-integer int8, no float fallback", calibrated=True,
+               min_agreement=0.98),
+        Format("int16x8", "_int16x8.tflite", "TFLite int16 activations, int8 weights", calibrated=True,
+               min_agreement=0.98),
+        Format("qat_int8", "_qat_int8.tflite", "TFLite int8 from quantization-aware fine-tuning",
+               calibrated=True, min_agreement=0.98),
+    )
+}
+DEFAULT_FORMATS = ("saved_model", "fp32", "fp16", "dynamic", "int8", "int16x8")
+IO_TYPES = {"float32": tf.float32, "int8": tf.int8, "uint8": tf.uint8}
+
+
+def parse_formats(names):
+    """Validates a list (or comma-separated string) of format names -> list of names."""
+    if isinstance(names, str):
+        names = [n for n in names.split(",") if n]
+    names = list(names or DEFAULT_FORMATS)
+    if "all" in names:
+        names = list(DEFAULT_FORMATS)
+    unknown = [n for n in names if n not in FORMATS]
+    if unknown:
+        raise ExportError(f"unknown format(s) {unknown}; allowed: {sorted(FORMATS)} or 'all'")
+    return list(dict.fromkeys(names))
+
+
+def configure(converter, name, representative=None, io_type="float32", float_input=True):
+    """Sets ``converter`` (a tf.lite.TFLiteConverter) up for format ``name``; returns it.
+
+    ``representative`` is a zero-argument generator function of calibration inputs (int8, int16x8).
+    ``io_type`` ("float32", "int8", "uint8") is the input/output type of a full-integer int8 model;
+    a uint8 camera-input signature keeps its uint8 input whatever ``io_type`` says.
+    """
+    fmt = FORMATS[name]
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]  # never SELECT_TF_OPS
+    if name == "fp16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif name == "dynamic":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif fmt.calibrated:
+        if representative is None and name != "qat_int8":
+            raise ExportError(f"format {name!r} needs calibration data (--calibration)")
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if representative is not None:
+            converter.representative_dataset = representative
+        if name == "int16x8":
+            converter.target_spec.supported_ops = [
+                tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8,
+                tf.lite.OpsSet.TFLITE_BUILTINS,  # ops without a 16x8 kernel (input cast) stay float
+            ]
+        else:
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            if io_type not in IO_TYPES:
+                raise ExportError(f"unknown int8 io type {io_type!r}; allowed: {sorted(IO_TYPES)}")
+            converter.inference_output_type = IO_TYPES[io_type]
+            if float_input:
+                converter.inference_input_type = IO_TYPES[io_type]
+    return converter

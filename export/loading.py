@@ -1,0 +1,55 @@
+"""Load a trained CoAtNet ``.keras`` file (or accept a model) and check it can be exported."""
+
+import zipfile
+from pathlib import Path
+
+import keras
+
+from export.errors import ExportError
+
+STRIDE = 32
+
+
+def load_model(model_or_path):
+    """A keras.Model from a model or a ``.keras`` path; ExportError / FileNotFoundError with the reason."""
+    if isinstance(model_or_path, keras.Model):
+        return model_or_path
+    path = Path(model_or_path)
+    if not path.exists():
+        raise FileNotFoundError(f"model file {path} not found (expected a .keras file saved with model.save)")
+    if path.suffix != ".keras" or not zipfile.is_zipfile(path):
+        raise ExportError(f"{path} is not a Keras v3 .keras archive (save the model with model.save('m.keras'))")
+    import keras_coatnet  # noqa: F401 - registers the CoAtNet layers for deserialization
+
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception as e:  # noqa: BLE001 - Keras raises many types for corrupt archives
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ExportError(f"cannot load {path}: {first}") from e
+
+
+def check_coatnet(model):
+    """Raises ExportError unless ``model`` is a keras_coatnet classifier (has a Stem and CoAtNet blocks)."""
+    kinds = {type(layer).__name__ for layer in model.layers}
+    if not {"Stem", "TransformerBlock"} <= kinds and not {"Stem", "MBConvBlock"} <= kinds:
+        raise ExportError(f"model {model.name!r} is not a keras_coatnet CoAtNet (no Stem / CoAtNet blocks); "
+                          "export models built with keras_coatnet.create_model")
+
+
+def input_size(model, requested=None):
+    """The fixed (H, W) to export at: the model's own size; ``requested`` must match it and be a multiple of 32."""
+    shape = model.inputs[0].shape
+    if len(shape) != 4 or shape[-1] != 3:
+        raise ExportError(f"model input must be NHWC RGB [batch, H, W, 3]; got {tuple(shape)}")
+    built = tuple(shape[1:3])
+    if requested is not None:
+        requested = (int(requested), int(requested)) if isinstance(requested, int) else tuple(map(int, requested))
+        if len(requested) != 2 or any(n < STRIDE or n % STRIDE for n in requested):
+            raise ExportError(f"input size {requested} must be two multiples of {STRIDE} (at least {STRIDE})")
+        if None not in built and requested != built:
+            raise ExportError(f"model was built for {built[0]}x{built[1]} input (its relative attention is sized "
+                              f"for it); export at that size or rebuild the model for {requested[0]}x{requested[1]}")
+        return requested
+    if None in built:
+        raise ExportError("model has no fixed input size; pass --input-size")
+    return built

@@ -1,0 +1,113 @@
+"""Quantization-aware fine-tuning with Keras 3's own fake-quant op (tfmot does not accept Keras 3 models).
+
+The QAT model runs the trained model's graph with a ``FakeQuant`` layer (8-bit, learned min/max) on the
+input of the network and on the output of every top-level layer but the Transformer blocks (see
+``UNQUANTIZED_OUTPUTS``), initialized from the observed ranges.
+Fine-tuning trains the weights and the ranges together. The export then converts the fine-tuned graph *with*
+its FakeQuant ops: the TFLite converter takes those tensors' int8 ranges from the learned min/max and
+calibrates only the tensors in between.
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import layers
+
+from export import view
+
+
+# The converter keeps a Transformer block's final residual ADD in float when a fake-quant sits on it
+# (it does not merge the learned range with the calibrated one); those outputs are calibrated instead.
+UNQUANTIZED_OUTPUTS = ("TransformerBlock",)
+
+
+@keras.saving.register_keras_serializable(package="keras_coatnet_export")
+class FakeQuant(layers.Layer):
+    """x -> fake_quant_with_min_max_vars(x, min, max, 8 bits), min/max trainable. Any shape."""
+
+    def __init__(self, init_min=-6.0, init_max=6.0, **kwargs):
+        super().__init__(**kwargs)
+        self.init_min, self.init_max = float(init_min), float(init_max)
+
+    def build(self, shape):
+        self.min_var = self.add_weight(name="min", shape=(), initializer=keras.initializers.Constant(self.init_min))
+        self.max_var = self.add_weight(name="max", shape=(), initializer=keras.initializers.Constant(self.init_max))
+
+    def call(self, x):
+        return keras.quantizers.fake_quant_with_min_max_vars(x, self.min_var, self.max_var, num_bits=8)
+
+    def get_config(self):
+        return {**super().get_config(), "init_min": self.init_min, "init_max": self.init_max}
+
+
+def _ranges(model, images):
+    """{layer name: (min, max)} of every top-level layer's output on ``images`` (model input convention)."""
+    names = [l.name for l in model.layers[1:]
+             if not isinstance(l, layers.Activation) and type(l).__name__ not in UNQUANTIZED_OUTPUTS]
+    probe = keras.Model(model.inputs, [model.get_layer(n).output for n in names])
+    outs = probe.predict(images, verbose=0, batch_size=32)
+    out = {n: (float(min(o.min(), 0.0)), float(max(o.max(), 0.0))) for n, o in zip(names, outs)}
+    out["__input__"] = (float(min(images.min(), 0.0)), float(max(images.max(), 0.0)))
+    return out
+
+
+def quantize_aware(model, images):
+    """A keras.Model sharing ``model``'s layers, with FakeQuant on the input and after each top-level layer."""
+    ranges = _ranges(model, images)
+    quants = {name: FakeQuant(lo, hi, name=f"fq.{name}") for name, (lo, hi) in ranges.items()}
+
+    def operation_fn(op):
+        fq = quants.get(op.name)
+        if fq is None:
+            return op
+        return lambda *args, **kwargs: fq(op(*args, **kwargs))
+
+    inp = keras.Input(model.inputs[0].shape[1:], name="image")
+    x = quants["__input__"](inp)
+    out = model._run_through_graph(x, operation_fn=operation_fn)  # noqa: SLF001 - re-run the functional graph
+    return keras.Model(inp, out, name=f"{model.name}_qat")
+
+
+def quants_of(qat_model):
+    """{quantized layer name or "__input__": FakeQuant} of a model from ``quantize_aware``."""
+    return {l.name[len("fq."):]: l for l in qat_model.layers if isinstance(l, FakeQuant)}
+
+
+def fine_tune(qat_model, images, labels, epochs=2, lr=1e-4, batch_size=32, progress=print):
+    """Fine-tunes weights and ranges on (images, labels) with Adam; returns the History."""
+    qat_model.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
+    verbose = 2 if progress else 0
+    return qat_model.fit(images, labels, epochs=epochs, batch_size=batch_size, verbose=verbose)
+
+
+def export_qat(model, serving, samples, calib_raw, io_type, uint8_input, epochs, progress, opts, optimize):
+    """QAT fine-tunes ``model`` on digits, then converts it: returns (int8 .tflite bytes, the QAT Keras model)."""
+    from export import calibration
+    from export.api import _model_inputs
+    from export.errors import ExportError
+    from export.formats import configure
+    from export.serving import Serving
+    import tempfile
+    from pathlib import Path
+
+    if str(samples.source) != "digits":
+        raise ExportError("qat_int8 needs labelled training images: use --calibration digits")
+    size = serving.input_size
+    x_train, y_train = calibration.digits_split(size[0], "train")
+    x_model = _model_inputs(model, np.round(x_train))
+    qat_model = quantize_aware(model, x_model[:256])
+    if progress:
+        progress(f"[export] qat_int8: fine-tuning {epochs} epoch(s) on {len(x_model)} digits images")
+    fine_tune(qat_model, x_model, y_train, epochs=epochs, progress=progress)
+    after = {name: fq for name, fq in quants_of(qat_model).items() if name != "__input__"}
+    fq_in = quants_of(qat_model)["__input__"]
+    inner = view.forward(model, opts, after=after) if optimize else view.keras_forward(qat_model)
+    fwd = (lambda x: inner(fq_in(x))) if optimize else inner
+    qat_serving = Serving(qat_model, fwd, size, uint8_input)
+    calib_in = calib_raw if uint8_input else _model_inputs(model, calib_raw)
+    rep = calibration.representative(calib_in, "uint8" if uint8_input else "float32")
+    with tempfile.TemporaryDirectory() as tmp:
+        sm = qat_serving.write_saved_model(Path(tmp) / "sm")
+        conv = configure(qat_serving.converter(sm), "qat_int8", rep, io_type, float_input=not uint8_input)
+        return conv.convert(), qat_model

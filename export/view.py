@@ -1,0 +1,271 @@
+"""The export view: the model's forward pass rebuilt from its weights as an int8-friendly TF graph.
+
+Same architecture and trained weights, different graph (all shapes static, batch 1):
+- BatchNorm and LayerNorm affines, LayerScale and the attention's 1/sqrt(d) are folded into the
+  neighbouring convs / matmuls (``folding``); what is left of LayerNorm is a plain normalization.
+- The relative-position table is evaluated once at export (also an 'mlp' table). ``rel_bias="table"``
+  keeps the small table and gathers [heads, N, N] at run time (small file); "constant" stores the
+  expanded bias (no GATHER, ~2.4 M more values for CoAtNet-0 at 224).
+- Transformer blocks run on 2-D [tokens, channels] tensors, so every 1x1 conv is a FULLY_CONNECTED;
+  attention is per-head 2-D matmuls (``attention="per_head"``) or one batched matmul over heads ("batched").
+- GELU is exact by default (TFLite GELU op); "tanh" and "sigmoid" (x * sigmoid(1.702 x)) are faster
+  approximations that change the function slightly.
+Layers the view does not know run unchanged. ``forward(model)`` is checked against the Keras model by
+``export_model`` (float formats must agree to 1e-4).
+"""
+
+import numpy as np
+import tensorflow as tf
+from keras import layers
+
+from export.folding import Conv, Linear, norm_affine, numpy
+
+GELU_MODES = ("exact", "tanh", "sigmoid")
+ATTENTION_MODES = ("batched", "per_head")
+REL_BIAS_MODES = ("table", "constant")
+
+
+def _const(a):
+    return tf.constant(np.asarray(a, np.float32))
+
+
+class Options:
+    """How the view builds the graph: ``gelu`` in GELU_MODES, ``attention`` in ATTENTION_MODES,
+    ``rel_bias`` in REL_BIAS_MODES."""
+
+    def __init__(self, gelu="exact", attention="batched", rel_bias="table"):
+        for value, allowed, what in ((gelu, GELU_MODES, "gelu"), (attention, ATTENTION_MODES, "attention"),
+                                     (rel_bias, REL_BIAS_MODES, "rel_bias")):
+            if value not in allowed:
+                raise ValueError(f"unknown {what} mode {value!r}; allowed: {allowed}")
+        self.gelu, self.attention, self.rel_bias = gelu, attention, rel_bias
+
+
+def _activation(name, options):
+    """The TF activation for a timm act_layer name (GELU per ``options.gelu``)."""
+    if name in ("gelu", "gelu_tanh"):
+        mode = "tanh" if name == "gelu_tanh" and options.gelu == "exact" else options.gelu
+        if mode == "sigmoid":
+            return lambda x: x * tf.sigmoid(1.702 * x)
+        return lambda x: tf.nn.gelu(x, approximate=(mode == "tanh"))
+    return {"silu": tf.nn.silu, "swish": tf.nn.silu, "relu": tf.nn.relu, "tanh": tf.tanh}[name]
+
+
+def conv(c, x):
+    """Applies a folded Conv to NHWC ``x``."""
+    if c.depthwise:
+        y = tf.nn.depthwise_conv2d(x, _const(c.kernel), [1, c.strides, c.strides, 1], c.padding)
+    else:
+        y = tf.nn.conv2d(x, _const(c.kernel), c.strides, c.padding)
+    return tf.nn.bias_add(y, _const(c.bias))
+
+
+def linear(lin, x):
+    """Applies a Linear to 2-D [N, Cin] ``x`` -> [N, Cout] (a TFLite FULLY_CONNECTED)."""
+    return tf.matmul(x, _const(lin.w)) + _const(lin.b)
+
+
+def normalize(x, eps):
+    """(x - mean) / sqrt(var + eps) over the last axis: LayerNorm without its affine (folded elsewhere)."""
+    d = x - tf.reduce_mean(x, axis=-1, keepdims=True)
+    return d * tf.math.rsqrt(tf.reduce_mean(d * d, axis=-1, keepdims=True) + eps)
+
+
+def _padded_conv(layer_list):
+    """Splits a timm conv (list of [ZeroPadding2D], Conv) into (padding layers, folded Conv)."""
+    *pads, last = layer_list
+    return pads, Conv.from_layer(last)
+
+
+def _apply_pads(pads, x):
+    for p in pads:
+        x = p(x)
+    return x
+
+
+def _is_layernorm(norm):
+    return isinstance(norm, layers.LayerNormalization)
+
+
+def _norm_then(norm, x):
+    """Returns (x', scale, shift): LayerNorm -> normalized x and its affine; BatchNorm -> x and its affine."""
+    scale, shift = norm_affine(norm)
+    if _is_layernorm(norm):
+        return normalize(x, norm.epsilon), scale, shift
+    return x, scale, shift
+
+
+def stem(block, x, options):
+    """timm Stem: conv1 (+ folded BN) -> act -> conv2."""
+    pads1, c1 = _padded_conv(block.conv1)
+    if _is_layernorm(block.norm1):
+        raise ValueError("a LayerNorm stem is not supported by the export view")
+    c1.scale_output(*norm_affine(block.norm1))
+    x = _activation(block.act_layer, options)(conv(c1, _apply_pads(pads1, x)))
+    pads2, c2 = _padded_conv(block.conv2)
+    return conv(c2, _apply_pads(pads2, x))
+
+
+def mbconv(block, x, options):
+    """MBConvBlock with the pre-norm folded into conv1_1x1 and norm1/norm2 folded into the convs before them."""
+    c = block.cfg
+    act = _activation(c["act_layer"], options)
+    shortcut = block.shortcut(x) if block.shortcut is not None else x
+    if _is_layernorm(block.pre_norm):
+        raise ValueError("a LayerNorm MBConv is not supported by the export view")
+    pre = norm_affine(block.pre_norm)
+    pads1, c1 = _padded_conv(block.conv1_1x1)
+    if block.pre_norm_act:
+        x = act(x * _const(pre[0]) + _const(pre[1]))
+    else:
+        c1.scale_input(*pre)  # 1x1 conv: exact; the 2x pool in between is linear per channel
+    if block.down is not None:
+        x = block.down(x)
+    c1.scale_output(*norm_affine(block.norm1))
+    x = act(conv(c1, _apply_pads(pads1, x)))
+    pads2, c2 = _padded_conv(block.conv2_kxk)
+    n2 = norm_affine(block.norm2)
+    if block.se_early is None:
+        c2.scale_output(*n2)
+    x = conv(c2, _apply_pads(pads2, x))
+    if block.se_early is not None:
+        x = _squeeze_excite(block.se_early, x, options)
+        x = x * _const(n2[0]) + _const(n2[1])
+    x = act(x)
+    if block.se is not None:
+        x = _squeeze_excite(block.se, x, options)
+    pads3, c3 = _padded_conv(block.conv3_1x1)
+    return conv(c3, _apply_pads(pads3, x)) + shortcut
+
+
+def _squeeze_excite(se, x, options):
+    s = tf.reduce_mean(x, axis=(1, 2), keepdims=True)
+    s = conv(Conv.from_layer(se.fc1), s)
+    s = conv(Conv.from_layer(se.fc2), _activation(se.act_layer, options)(s))
+    return x * tf.sigmoid(s)
+
+
+def relative_bias(attn):
+    """The attention's relative-position bias as a NumPy constant [heads, N, N] (None without one)."""
+    if attn.rel_pos is None:
+        return None
+    with tf.init_scope():  # evaluated eagerly, even while the serving function is traced
+        return np.asarray(tf.convert_to_tensor(attn.rel_pos()), np.float32)
+
+
+def _qkv_linears(attn, in_scale, in_shift):
+    """(q, k, v) Linears from the qkv 1x1 conv, norm affine folded in, q pre-scaled by 1/sqrt(d).
+
+    Each output is [N, heads * dim_head] in head-major order."""
+    qkv = Conv.from_layer(attn.qkv).as_matrix().scale_input(in_scale, in_shift)
+    heads, d = attn.num_heads, attn.dim_head
+    cols = np.arange(3 * heads * d)
+    cols = cols.reshape(heads, 3, d) if attn.head_first else cols.reshape(3, heads, d).transpose(1, 0, 2)
+    q, k, v = (qkv.columns(cols[:, i].reshape(-1)) for i in range(3))
+    q.scale_output(np.full(heads * d, d ** -0.5))
+    return q, k, v
+
+
+def bias_from_table(attn, anchor):
+    """The bias [heads, N, N] gathered at run time from the small table [heads, (2H-1)(2W-1)].
+
+    The table is evaluated at export (constant, so 'mlp' tables cost nothing at run time). ``anchor`` is any
+    tensor of the block: adding ``0 * min(anchor)`` keeps the converter from folding the gather into a
+    [heads, N, N] constant, which would cost N^2 / (2H-1)(2W-1) (~50x at 14x14) more bytes in the file."""
+    if attn.rel_pos is None:
+        return None
+    with tf.init_scope():
+        table = np.asarray(tf.convert_to_tensor(attn.rel_pos.table()), np.float32).T  # [heads, T]
+    n = attn.size[0] * attn.size[1]
+    zero = tf.reduce_min(anchor) * 0.0
+    index = tf.constant(np.asarray(attn.rel_pos.index, np.int32))
+    bias = tf.gather(_const(table) + zero, index, axis=1)  # [heads, N*N]
+    return tf.reshape(bias, (attn.num_heads, n, n))
+
+
+def _attention_core(q, k, v, bias, heads, d, mode):
+    """softmax(q k^T + bias) v for 2-D q, k, v [N, heads*d] -> [N, heads*d]."""
+    if mode == "per_head":
+        outs = []
+        for h in range(heads):
+            sl = slice(h * d, (h + 1) * d)
+            logits = tf.matmul(q[:, sl], k[:, sl], transpose_b=True)  # [N, N]
+            if bias is not None:
+                logits = logits + bias[h]
+            outs.append(tf.matmul(tf.nn.softmax(logits, axis=-1), v[:, sl]))
+        return tf.concat(outs, axis=-1)
+    n = q.shape[0]
+    split = lambda t: tf.transpose(tf.reshape(t, (n, heads, d)), (1, 0, 2))  # [heads, N, d]
+    logits = tf.matmul(split(q), split(k), transpose_b=True)
+    if bias is not None:
+        logits = logits + bias
+    out = tf.matmul(tf.nn.softmax(logits, axis=-1), split(v))  # [heads, N, d]
+    return tf.reshape(tf.transpose(out, (1, 0, 2)), (n, heads * d))
+
+
+def transformer(block, x, options):
+    """TransformerBlock on 2-D tokens: folded norms / layer scales, constant relative bias."""
+    attn, (h, w) = block.attn, block.size
+    n = h * w
+    shortcut = block.shortcut(x) if block.shortcut is not None else x
+    y, s1, t1 = _norm_then(block.norm1, x)
+    if block.down is not None:
+        y = block.down(y)  # avg pool is linear per channel: the affine still folds into qkv
+    tokens = tf.reshape(y, (n, y.shape[-1]))
+    q, k, v = (linear(lin, tokens) for lin in _qkv_linears(attn, s1, t1))
+    if options.rel_bias == "table":
+        bias = bias_from_table(attn, tokens)
+    else:
+        bias = None if attn.rel_pos is None else _const(relative_bias(attn))
+    out = _attention_core(q, k, v, bias, attn.num_heads, attn.dim_head, options.attention)
+    proj = Conv.from_layer(attn.proj).as_matrix()
+    if block.ls1 is not None:
+        proj.scale_output(numpy(block.ls1.gamma))
+    x2d = tf.reshape(shortcut, (n, block.out_dim)) + linear(proj, out)
+
+    z, s2, t2 = _norm_then(block.norm2, x2d)
+    fc1 = Conv.from_layer(block.fc1).as_matrix().scale_input(s2, t2)
+    fc2 = Conv.from_layer(block.fc2).as_matrix()
+    if block.ls2 is not None:
+        fc2.scale_output(numpy(block.ls2.gamma))
+    z = linear(fc2, _activation(block.cfg["act_layer"], options)(linear(fc1, z)))
+    shape = (1, h, w, block.out_dim)  # add after reshaping: a fake-quant (QAT) then sits right on the ADD
+    return tf.reshape(x2d, shape) + tf.reshape(z, shape)
+
+
+def layer_norm(norm, x, options):
+    """A standalone LayerNormalization (the head's): plain normalization, then its affine."""
+    scale, shift = norm_affine(norm)
+    return normalize(x, norm.epsilon) * _const(scale) + _const(shift)
+
+
+HANDLERS = {"Stem": stem, "MBConvBlock": mbconv, "TransformerBlock": transformer, "LayerNormalization": layer_norm}
+
+
+def known_layers(model):
+    """Names of the layers the view rebuilds (the others run as they are)."""
+    return [layer.name for layer in model.layers if type(layer).__name__ in HANDLERS]
+
+
+def forward(model, options=None, after=None):
+    """A function x [1, H, W, 3] (the model's input convention) -> model output, via the export view.
+
+    ``after`` maps layer names to functions applied to those layers' outputs (QAT's fake-quant)."""
+    options, after = options or Options(), after or {}
+
+    def operation_fn(op):
+        handler = HANDLERS.get(type(op).__name__)
+        run_op = (lambda *args, **kwargs: op(*args, **kwargs)) if handler is None else (
+            lambda x, **kwargs: handler(op, x, options))
+        post = after.get(op.name)
+        return run_op if post is None else (lambda *args, **kwargs: post(run_op(*args, **kwargs)))
+
+    def run(x):
+        return model._run_through_graph(x, operation_fn=operation_fn)  # noqa: SLF001 - re-run the functional graph
+
+    return run
+
+
+def keras_forward(model):
+    """The plain Keras forward pass (no rewrites), for comparison."""
+    return lambda x: model(x, training=False)

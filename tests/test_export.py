@@ -1,0 +1,156 @@
+"""Export: every format from a tiny trained CoAtNet, validation numbers, uint8 input, QAT, errors."""
+
+import json
+import zipfile
+
+import keras
+import numpy as np
+import pytest
+
+import keras_coatnet
+from export import ExportError, export_model, litert
+from export.__main__ import main as cli_main
+from export.calibration import digits_split
+
+SIZE = 32
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """(path to a coatnet_micro .keras trained on digits at 32x32, the model)."""
+    keras.utils.set_random_seed(0)
+    model = keras_coatnet.create_model("coatnet_micro", input_shape=(SIZE, SIZE, 3), classes=10)
+    x, y = digits_split(SIZE, "train")
+    model.compile(optimizer=keras.optimizers.Adam(2e-3), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    model.fit(x, y, epochs=8, batch_size=64, verbose=0)
+    path = tmp_path_factory.mktemp("model") / "micro.keras"
+    model.save(path)
+    return path, model
+
+
+@pytest.fixture(scope="session")
+def exported(trained, tmp_path_factory):
+    out = tmp_path_factory.mktemp("export")
+    report = export_model(trained[0], out, calibration_source="digits", num_heldout=360, progress=None)
+    return out, report
+
+
+def test_every_format_exports_and_validates(exported):
+    out, report = exported
+    formats = report["formats"]
+    assert set(formats) == {"saved_model", "fp32", "fp16", "dynamic", "int8", "int16x8"}
+    for name, entry in formats.items():
+        assert entry["passed"], (name, entry)
+        assert (out / entry["path"].split("/")[-1]).exists()
+        assert not entry.get("flex_ops")
+    assert formats["fp32"]["max_rel_error"] <= 1e-4
+    assert formats["fp16"]["max_rel_error"] <= 1e-2
+    assert formats["int8"]["top1_agreement"] >= 0.98
+    assert formats["int8"]["io_types"] == ("int8", "int8") or formats["int8"]["io_types"] == ["int8", "int8"]
+    assert formats["int8"]["float_ops"] == {}  # full integer: nothing computes in float
+    assert (out / "labels.txt").read_text().split() == [str(i) for i in range(10)]
+    assert json.loads((out / "report.json").read_text())["formats"]["int8"]["passed"]
+
+
+def test_int8_accuracy_within_one_point_of_keras(exported):
+    _, report = exported
+    int8 = report["formats"]["int8"]
+    assert int8["n"] == 360  # the whole digits test split
+    assert int8["keras_accuracy"] > 0.8  # the fixture model really learned digits
+    assert abs(int8["accuracy"] - int8["keras_accuracy"]) <= 0.01
+
+
+def test_float_file_matches_keras_on_fresh_images(exported, trained):
+    out, report = exported
+    x, _ = digits_split(SIZE, "test")
+    it = litert.load(report["formats"]["fp32"]["path"])
+    got = litert.predict(it, x[:5])
+    want = trained[1].predict(np.round(x[:5]), verbose=0)
+    np.testing.assert_allclose(got, want, atol=1e-4 * np.abs(want).max())
+
+
+def test_uint8_input_takes_raw_camera_bytes(trained, tmp_path):
+    report = export_model(trained[0], tmp_path, formats=["fp32", "int8"], calibration_source="digits",
+                          uint8_input=True, num_heldout=100, progress=None)
+    x, y = digits_split(SIZE, "test")
+    raw = np.round(x[:100]).astype(np.uint8)
+    want = trained[1].predict(raw.astype("float32"), verbose=0).argmax(-1)
+    for fmt in ("fp32", "int8"):
+        it = litert.load(report["formats"][fmt]["path"])
+        detail = it.get_input_details()[0]
+        assert detail["dtype"] == np.uint8 and tuple(detail["shape"]) == (1, SIZE, SIZE, 3)
+        preds = []
+        for img in raw:
+            it.set_tensor(detail["index"], img[None])  # bytes as they come from the camera
+            it.invoke()
+            preds.append(it.get_tensor(it.get_output_details()[0]["index"])[0].argmax())
+        assert np.mean(np.array(preds) == want) >= 0.98, fmt
+    assert list(it.get_signature_list()) == ["serving_default"]
+
+
+def test_qat_int8_at_least_as_accurate_as_ptq(trained, exported, tmp_path):
+    report = export_model(trained[0], tmp_path, formats=["qat_int8"], calibration_source="digits",
+                          num_heldout=360, qat_epochs=1, progress=None)
+    qat = report["formats"]["qat_int8"]
+    ptq = exported[1]["formats"]["int8"]
+    assert qat["passed"] and qat["float_ops"] == {}
+    assert qat["accuracy"] >= ptq["accuracy"]
+
+
+def _files(folder):
+    return sorted(p.name for p in folder.rglob("*") if p.is_file())
+
+
+def test_non_coatnet_model_is_refused(tmp_path):
+    inp = keras.Input((32, 32, 3))
+    other = keras.Model(inp, keras.layers.Dense(3)(keras.layers.Flatten()(inp)))
+    path = tmp_path / "other.keras"
+    other.save(path)
+    with pytest.raises(ExportError, match="not a keras_coatnet CoAtNet"):
+        export_model(path, tmp_path / "out", formats=["fp32"], progress=None)
+    assert not (tmp_path / "out").exists() or _files(tmp_path / "out") == []
+
+
+def test_corrupt_file_unknown_format_bad_size_give_one_line_errors(trained, tmp_path, capsys):
+    bad = tmp_path / "bad.keras"
+    with zipfile.ZipFile(bad, "w") as z:
+        z.writestr("config.json", "{not json")
+    out = tmp_path / "out"
+    assert cli_main([str(bad), str(out), "--formats", "fp32"]) == 2
+    assert cli_main([str(trained[0]), str(out), "--formats", "fp32,int4"]) == 2
+    assert cli_main([str(trained[0]), str(out), "--formats", "fp32", "--input-size", "48"]) == 2
+    assert cli_main([str(tmp_path / "missing.keras"), str(out)]) == 2
+    err = [l for l in capsys.readouterr().err.splitlines() if l.startswith("export: error:")]
+    assert len(err) == 4
+    assert "cannot load" in err[0] and "int4" in err[1] and "multiple of 32" in err[2] and "not found" in err[3]
+    assert not out.exists() or _files(out) == []
+
+
+def test_empty_calibration_folder_is_refused_before_writing(trained, tmp_path):
+    empty = tmp_path / "images"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no images here")
+    (empty / "broken.png").write_bytes(b"not a png")
+    out = tmp_path / "out"
+    with pytest.raises(ExportError, match="no readable images"):
+        export_model(trained[0], out, formats=["fp32", "int8"], calibration_source=empty, progress=None)
+    assert not out.exists() or _files(out) == []
+
+
+def test_int8_without_calibration_is_refused(trained, tmp_path):
+    with pytest.raises(ExportError, match="need --calibration"):
+        export_model(trained[0], tmp_path / "out", formats=["int8"], progress=None)
+
+
+def test_cli_exports_and_fails_on_unmet_threshold(trained, tmp_path, capsys):
+    out = tmp_path / "cli"
+    assert cli_main([str(trained[0]), str(out), "--formats", "fp32", "--calibration", "digits", "--quiet"]) == 0
+    assert _files(out) == sorted([f"{trained[1].name}_fp32.tflite", "labels.txt", "report.json"])
+    # an impossible threshold: validation fails, exit 1, and the failing file is not written
+    out2 = tmp_path / "cli2"
+    rc = cli_main([str(trained[0]), str(out2), "--formats", "fp16", "--calibration", "digits", "--quiet",
+                   "--threshold", "fp16=1e-12"])
+    assert rc == 1
+    assert "validation failed: fp16" in capsys.readouterr().err
+    assert not (out2 / f"{trained[1].name}_fp16.tflite").exists()
