@@ -5,7 +5,6 @@ A source yields `Split`s: an unbatched dataset of (raw, label) plus a `decode` f
 (images (B, S, S, 3) float32 0-255, one-hot labels (B, classes)).
 """
 import dataclasses
-import glob
 import logging
 import math
 import os
@@ -189,11 +188,11 @@ _FEATURES = {
 
 
 def tfrecord_files(spec):
-    """Sorted TFRecord files from a file, a directory (all files in it) or a glob pattern."""
-    if os.path.isdir(spec):
-        files = sorted(os.path.join(spec, f) for f in os.listdir(spec) if not f.startswith("."))
+    """Sorted TFRecord files from a file, a directory (all files in it) or a glob pattern (gs:// too)."""
+    if tf.io.gfile.isdir(spec):
+        files = sorted(os.path.join(spec, f) for f in tf.io.gfile.listdir(spec) if not f.startswith("."))
     else:
-        files = sorted(glob.glob(spec))
+        files = sorted(tf.io.gfile.glob(spec))
     if not files:
         raise FileNotFoundError(f"no TFRecord files match {spec}")
     return files

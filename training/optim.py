@@ -56,10 +56,12 @@ def layer_lr_multipliers(model, decay):
     return {path: decay ** (top - d) for path, d in depths.items()}
 
 
+@keras.saving.register_keras_serializable(package="keras_coatnet_training")
 class LayerDecayAdamW(keras.optimizers.AdamW):
     """AdamW whose learning rate is multiplied per variable (layer-wise LR decay).
 
     lr_multipliers: {variable path: multiplier}; variables not listed use 1.0.
+    Checkpoints compiled with it load with `compile=False`, or after `import training.optim`.
     """
 
     def __init__(self, *args, lr_multipliers=None, **kwargs):
@@ -81,8 +83,11 @@ class LayerDecayAdamW(keras.optimizers.AdamW):
 
 def make_optimizer(model, cfg, schedule):
     """AdamW over model's trainable variables, with norms/biases/rel-pos tables excluded from decay."""
-    multipliers = layer_lr_multipliers(model, float(cfg["layer_decay"])) if cfg["layer_decay"] else None
-    opt = LayerDecayAdamW(
+    kwargs = {}
+    if cfg["layer_decay"]:
+        kwargs["lr_multipliers"] = layer_lr_multipliers(model, float(cfg["layer_decay"]))
+    # Plain AdamW when there is no layer decay, so checkpoints load without this module.
+    opt = (LayerDecayAdamW if kwargs else keras.optimizers.AdamW)(
         learning_rate=schedule,
         weight_decay=float(cfg["weight_decay"]),
         beta_1=float(cfg["beta_1"]),
@@ -91,7 +96,7 @@ def make_optimizer(model, cfg, schedule):
         global_clipnorm=cfg["clipnorm"],
         use_ema=bool(cfg["use_ema"]),
         ema_momentum=float(cfg["ema_momentum"]),
-        lr_multipliers=multipliers,
+        **kwargs,
     )
     opt.exclude_from_weight_decay(var_list=[v for v in model.trainable_variables if no_weight_decay(v)])
     return opt

@@ -50,6 +50,32 @@ def _compile(model, cfg, optimizer, strategy_kind):
     )
 
 
+def _prebuild(model, global_batch, size, classes):
+    """Create the model's optimizer and metric variables from a zero batch, before fit/evaluate.
+
+    Keras 3.15 otherwise builds them from the first real batch: under the default strategy inside
+    the first traced train step (which then traces twice), and under MultiWorkerMirroredStrategy by
+    reducing a per-replica batch, which fails. Call inside strategy.scope(); later builds are skipped.
+    """
+    import numpy as np
+
+    model._symbolic_build(data_batch=(np.zeros((global_batch, size, size, 3), "float32"),
+                                      np.zeros((global_batch, classes), "float32")))
+    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+
+
+def _multiworker_logs(model, strategy):
+    """Under MultiWorkerMirroredStrategy log each worker's own replica metrics.
+
+    Keras 3.15's default "mean" reduction of logs across workers fails on scalar metrics
+    (reduce with axis=0); training itself (all-reduced gradients) is unaffected.
+    """
+    import tensorflow as tf
+
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        model.distribute_reduction_method = "first"
+
+
 def _evaluate(model, ds):
     """{'loss', 'top1', 'top5'} of model on a batched one-hot dataset."""
     r = model.evaluate(ds, verbose=0, return_dict=True)
@@ -70,7 +96,7 @@ def _write_json(path, obj):
         json.dump(obj, f, indent=2, sort_keys=True)
 
 
-def _eval_only(cfg, strategy, data, global_batch, paths):
+def _eval_only(cfg, strategy, data, global_batch):
     import keras
 
     from training.data import pipeline
@@ -85,6 +111,8 @@ def _eval_only(cfg, strategy, data, global_batch, paths):
         else:
             model = build_model(cfg, data.num_classes)
         _compile(model, cfg, "adam", "cpu")
+        _prebuild(model, global_batch, int(cfg["image_size"]), data.num_classes)
+    _multiworker_logs(model, strategy)
     result = _evaluate(model, pipeline(split, cfg, global_batch, data.num_classes, training=False))
     return {"status": "evaluated", "split": "test" if data.test else "val", "images": split.count,
             **{f"eval_{k}": v for k, v in result.items()}}
@@ -138,7 +166,7 @@ def run(config=None, callbacks=()):
     keras.config.set_dtype_policy(policy)
     try:
         if cfg["eval_only"]:
-            results = {**info, **_eval_only(cfg, strategy, data, global_batch, paths),
+            results = {**info, **_eval_only(cfg, strategy, data, global_batch),
                        "metrics_json": paths["metrics_json"]}
             if chief:
                 _write_json(paths["metrics_json"], results)
@@ -154,6 +182,8 @@ def run(config=None, callbacks=()):
         with strategy.scope():
             model = build_model(cfg, data.num_classes)
             _compile(model, cfg, make_optimizer(model, cfg, schedule), kind)
+            _prebuild(model, global_batch, int(cfg["image_size"]), data.num_classes)
+        _multiworker_logs(model, strategy)
 
         train_ds = pipeline(data.train, cfg, global_batch, data.num_classes, True, cfg["debug_nan_at_step"])
         val_ds = pipeline(data.val, cfg, global_batch, data.num_classes, False) if data.val else None
