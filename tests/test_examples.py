@@ -37,6 +37,7 @@ def test_help_lists_every_option(name):
     ("finetune_folder", ["--data", "/no/such/folder"], "--data /no/such/folder: no such folder"),
     ("finetune_folder", ["--make-shapes", "/tmp/x", "--image-size", "48"], "--image-size 48 must be a multiple of 32"),
     ("features", ["--limit", "5"], "--limit 5 must be at least 20"),
+    ("finetune_folder", ["--data", ".", "--int8-min-agreement", "2"], "--int8-min-agreement 2.0 must be in (0, 1]"),
 ])
 def test_errors_are_one_line_unless_debug(name, args, message):
     r = _cli(name, *args)
@@ -92,11 +93,13 @@ def test_finetune_from_weights_export_int8_then_predict_like_a_phone_app(tmp_pat
     source.save_weights(weights)
 
     r = _cli("finetune_folder", "--data", tmp_path / "data", "--weights", weights, "--freeze-backbone",
-             "--image-size", 32, "--batch-size", 8, "--lr", 3e-3, "--fast", "--export-int8",
+             "--image-size", 32, "--batch-size", 8, "--lr", 3e-3, "--epochs", 5, "--export-int8", "--int8-min-agreement", 0.9,
              "--runs-dir", tmp_path / "runs", timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     (run_dir,) = glob.glob(str(tmp_path / "runs" / "finetune-*"))
     assert open(os.path.join(run_dir, "labels.txt")).read() == "circle\nsquare\ntriangle\n"
+    export = json.load(open(os.path.join(run_dir, "report.json")))["formats"]["int8"]
+    assert export["passed"] and export["n"] == 30 and export["top1_agreement"] >= 0.9
 
     # The backbone came from the weights file and stayed frozen; the head learned.
     tuned = keras.models.load_model(os.path.join(run_dir, "best.keras"), compile=False)
