@@ -70,6 +70,25 @@ def conv2d(filters, kernel_size, name, stride=1, padding="", use_bias=False, gro
     return out
 
 
+def conv_norm(conv_layers, norm, x, training=None):
+    """norm(conv(x)) for a bias-free conv followed by a BatchNorm. At inference the norm is folded into the
+    conv's kernel and a bias (one pass over the activations fewer); in training, or when the two run in
+    different dtypes (mixed precision), the layers run as they are. Same result either way."""
+    conv = conv_layers[-1]
+    foldable = (isinstance(norm, layers.BatchNormalization) and not conv.use_bias and norm.center and norm.scale
+                and norm.compute_dtype == conv.compute_dtype and getattr(conv, "groups", 1) == 1)
+    if training or not foldable or not conv.built or not norm.built:
+        return norm(apply(conv_layers, x))
+    x = apply(conv_layers[:-1], x)  # explicit padding, if any
+    scale = norm.gamma * ops.rsqrt(norm.moving_variance + norm.epsilon)
+    shift = norm.beta - norm.moving_mean * scale
+    if isinstance(conv, layers.DepthwiseConv2D):
+        y = ops.depthwise_conv(x, conv.kernel * scale[:, None], conv.strides, conv.padding)
+    else:
+        y = ops.conv(x, conv.kernel * scale, conv.strides, conv.padding)
+    return y + shift
+
+
 def apply(layer_list, x):
     """Applies a list of layers in order (the training flag reaches them through Keras' call context)."""
     for layer in layer_list:

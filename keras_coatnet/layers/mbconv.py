@@ -3,8 +3,8 @@
 import keras
 from keras import layers, ops
 
-from keras_coatnet.layers.common import (PACKAGE, CompositeLayer, Downsample2d, DropPath, Pool2d, activation, apply, conv2d,
-                                         norm_layer)
+from keras_coatnet.layers.common import (PACKAGE, CompositeLayer, Downsample2d, DropPath, Pool2d, activation, apply,
+                                         conv2d, conv_norm, norm_layer)
 
 
 def make_divisible(v, divisor=8, round_limit=0.9):
@@ -79,18 +79,18 @@ class MBConvBlock(CompositeLayer):
         self.conv3_1x1 = conv2d(out_dim, 1, "conv3_1x1", use_bias=c["output_bias"], dtype=dt)
         self.drop_path = DropPath(drop_path, name="drop_path", dtype=dt)
 
-    def call(self, x):
+    def call(self, x, training=None):
         shortcut = self.shortcut(x) if self.shortcut is not None else x
         x = self.pre_norm(x)
         if self.pre_norm_act:
             x = self.act(x)
         if self.down is not None:
             x = self.down(x)
-        x = self.act(self.norm1(apply(self.conv1_1x1, x)))
-        x = apply(self.conv2_kxk, x)
+        x = self.act(conv_norm(self.conv1_1x1, self.norm1, x, training))
         if self.se_early is not None:
-            x = self.se_early(x)
-        x = self.act(self.norm2(x))
+            x = self.act(self.norm2(self.se_early(apply(self.conv2_kxk, x))))
+        else:
+            x = self.act(conv_norm(self.conv2_kxk, self.norm2, x, training))
         if self.se is not None:
             x = self.se(x)
         x = apply(self.conv3_1x1, x)

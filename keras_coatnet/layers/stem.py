@@ -3,7 +3,7 @@
 import keras
 from keras import layers
 
-from keras_coatnet.layers.common import PACKAGE, CompositeLayer, activation, apply, conv2d, norm_layer
+from keras_coatnet.layers.common import PACKAGE, CompositeLayer, activation, apply, conv2d, conv_norm, norm_layer
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -26,8 +26,8 @@ class Stem(CompositeLayer):
         self.act = activation(act_layer)
         self.conv2 = conv2d(self.widths[1], 3, "conv2", padding=padding, use_bias=use_bias, dtype=dt)
 
-    def call(self, x):
-        return apply(self.conv2, self.act(self.norm1(apply(self.conv1, x))))
+    def call(self, x, training=None):
+        return apply(self.conv2, self.act(conv_norm(self.conv1, self.norm1, x, training)))
 
     def compute_output_shape(self, shape):
         half = lambda n: None if n is None else (n + 1) // 2
