@@ -64,16 +64,32 @@ def _prebuild(model, global_batch, size, classes):
     model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
 
 
-def _multiworker_logs(model, strategy):
-    """Under MultiWorkerMirroredStrategy log each worker's own replica metrics.
+def _multiworker_logs(strategy):
+    """Make Keras 3.15 fit/evaluate work under MultiWorkerMirroredStrategy.
 
-    Keras 3.15's default "mean" reduction of logs across workers fails on scalar metrics
-    (reduce with axis=0); training itself (all-reduced gradients) is unaffected.
+    Keras reduces each step's logs with strategy.reduce("MEAN", value, axis=0), which fails on
+    scalar metrics across workers; reduce scalars with axis=None (their mean over all replicas).
     """
     import tensorflow as tf
+    from keras.src import tree
+    from keras.src.backend.tensorflow import trainer as tf_trainer
 
-    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        model.distribute_reduction_method = "first"
+    original = tf_trainer.reduce_per_replica
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or hasattr(original, "keras_original"):
+        return
+
+    def reduce_per_replica(values, strategy, reduction):
+        if reduction not in ("auto", "mean") or not tf_trainer._collective_all_reduce_multi_worker(strategy):
+            return original(values, strategy, reduction)
+
+        def mean(v):
+            rank = strategy.experimental_local_results(v)[0].shape.rank
+            return strategy.reduce("MEAN", v, axis=0 if rank else None)
+
+        return tree.map_structure(mean, values)
+
+    reduce_per_replica.keras_original = original
+    tf_trainer.reduce_per_replica = reduce_per_replica
 
 
 def _evaluate(model, ds):
@@ -112,7 +128,6 @@ def _eval_only(cfg, strategy, data, global_batch):
             model = build_model(cfg, data.num_classes)
         _compile(model, cfg, "adam", "cpu")
         _prebuild(model, global_batch, int(cfg["image_size"]), data.num_classes)
-    _multiworker_logs(model, strategy)
     result = _evaluate(model, pipeline(split, cfg, global_batch, data.num_classes, training=False))
     return {"status": "evaluated", "split": "test" if data.test else "val", "images": split.count,
             **{f"eval_{k}": v for k, v in result.items()}}
@@ -143,6 +158,7 @@ def run(config=None, callbacks=()):
     from training.optim import lr_schedule, make_optimizer, scaled_lr
 
     warnings.filterwarnings("ignore", message=".*(ran out of data|`shuffle=True` was passed).*")
+    _multiworker_logs(strategy)
     kind = device_kind(strategy)
     chief = is_chief(strategy)
     out = cfg["output_dir"] if chief else os.path.join(cfg["output_dir"], f".worker{task_id(strategy)}")
@@ -183,7 +199,6 @@ def run(config=None, callbacks=()):
             model = build_model(cfg, data.num_classes)
             _compile(model, cfg, make_optimizer(model, cfg, schedule), kind)
             _prebuild(model, global_batch, int(cfg["image_size"]), data.num_classes)
-        _multiworker_logs(model, strategy)
 
         train_ds = pipeline(data.train, cfg, global_batch, data.num_classes, True, cfg["debug_nan_at_step"])
         val_ds = pipeline(data.val, cfg, global_batch, data.num_classes, False) if data.val else None
