@@ -36,6 +36,9 @@ def parse_args(argv=None):
     p.add_argument("--gelu", default="exact", choices=("exact", "tanh", "sigmoid"), help="GELU in the export view")
     p.add_argument("--attention", default="batched", choices=("batched", "per_head"),
                    help="attention matmuls in the export view")
+    p.add_argument("--rel-bias", default="auto", choices=("auto", "table", "constant"),
+                   help="relative-position bias: gathered from the small table at run time (smaller file) or "
+                        "stored expanded (no GATHER); auto picks per block by size")
     p.add_argument("--qat-epochs", type=int, default=2, help="fine-tuning epochs of qat_int8")
     p.add_argument("--threshold", action="append", default=[], metavar="FORMAT=VALUE",
                    help="override a validation threshold, e.g. int8=0.95 (agreement) or fp16=0.02 (rel error)")
@@ -72,7 +75,8 @@ def main(argv=None):
             args.model, args.out_dir, formats=args.formats, calibration_source=args.calibration,
             input_size=size, uint8_input=args.uint8_input, io_type=args.io_type,
             num_calib=args.num_calibration, num_heldout=args.num_heldout, optimize=not args.no_optimize,
-            gelu=args.gelu, attention=args.attention, labels=args.labels, strict=not args.no_strict,
+            gelu=args.gelu, attention=args.attention, rel_bias=args.rel_bias, labels=args.labels,
+            strict=not args.no_strict,
             thresholds=_thresholds(args.threshold), name=args.name, qat_epochs=args.qat_epochs,
             progress=None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True)))
     except ValidationError as e:

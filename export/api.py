@@ -60,8 +60,8 @@ def check_view(model, forward, images, tolerance=FLOAT_VIEW_TOLERANCE):
 
 def export_model(model_or_path, out_dir, formats=None, calibration_source=None, input_size=None,
                  uint8_input=False, io_type="int8", num_calib=64, num_heldout=64, optimize=True,
-                 gelu="exact", attention="batched", labels=None, strict=True, thresholds=None,
-                 name=None, qat_epochs=2, progress=print):
+                 gelu="exact", attention="batched", rel_bias="auto", labels=None, strict=True,
+                 thresholds=None, name=None, qat_epochs=2, progress=print):
     """Exports ``model_or_path`` to ``out_dir`` in ``formats``; returns the report dict (also report.json).
 
     Args:
@@ -71,7 +71,8 @@ def export_model(model_or_path, out_dir, formats=None, calibration_source=None, 
         input_size: (H, W) or int; must match the model's built size and be a multiple of 32.
         uint8_input: the signature takes raw RGB bytes (uint8) with normalization baked in.
         io_type: input/output type of full-integer int8 ("int8", "uint8" or "float32").
-        optimize, gelu, attention: the export view (``export.view``); optimize=False converts the Keras graph.
+        optimize, gelu, attention, rel_bias: the export view (``export.view.Options``); optimize=False converts
+            the Keras graph as it is.
         strict: raise ValidationError after writing the passing formats if any format fails validation.
         thresholds: {format: limit} overriding the per-format validation thresholds.
     Nothing is written for a format that fails to convert or validate; files are written atomically.
@@ -97,13 +98,14 @@ def export_model(model_or_path, out_dir, formats=None, calibration_source=None, 
     calib_in = calib_raw if uint8_input else _model_inputs(model, calib_raw)
     held_in = held_raw if uint8_input else held_model
 
-    opts = view.Options(gelu=gelu, attention=attention)
+    opts = view.Options(gelu=gelu, attention=attention, rel_bias=rel_bias)
     forward = view.forward(model, opts) if optimize else view.keras_forward(model)
     ref = _keras_outputs(view.keras_forward(model), held_model)
     report = {"model": name, "input_size": list(size), "uint8_input": bool(uint8_input),
               "input_dtype": "uint8" if uint8_input else "float32",
               "calibration": samples.source, "num_calibration": int(len(calib_raw)),
               "num_heldout": int(len(held_raw)), "optimize": bool(optimize), "gelu": gelu, "attention": attention,
+              "rel_bias": rel_bias,
               "formats": {}}
     if optimize:
         report["view_max_rel_error"] = check_view(model, forward, held_model[:4])

@@ -5,7 +5,8 @@ Same architecture and trained weights, different graph (all shapes static, batch
   neighbouring convs / matmuls (``folding``); what is left of LayerNorm is a plain normalization.
 - The relative-position table is evaluated once at export (also an 'mlp' table). ``rel_bias="table"``
   keeps the small table and gathers [heads, N, N] at run time (small file); "constant" stores the
-  expanded bias (no GATHER, ~2.4 M more values for CoAtNet-0 at 224).
+  expanded bias (no GATHER; ~2.4 M more values for CoAtNet-0 at 224); "auto" (default) gathers only for
+  blocks whose expanded bias exceeds AUTO_TABLE_ABOVE values (CoAtNet-0 at 224: the 14x14 stage).
 - Transformer blocks run on 2-D [tokens, channels] tensors, so every 1x1 conv is a FULLY_CONNECTED;
   attention is per-head 2-D matmuls (``attention="per_head"``) or one batched matmul over heads ("batched").
 - GELU is exact by default (TFLite GELU op); "tanh" and "sigmoid" (x * sigmoid(1.702 x)) are faster
@@ -22,7 +23,8 @@ from export.folding import Conv, Linear, norm_affine, numpy
 
 GELU_MODES = ("exact", "tanh", "sigmoid")
 ATTENTION_MODES = ("batched", "per_head")
-REL_BIAS_MODES = ("table", "constant")
+REL_BIAS_MODES = ("auto", "table", "constant")
+AUTO_TABLE_ABOVE = 100_000  # "auto": gather at run time when the expanded bias has more values than this
 
 
 def _const(a):
@@ -33,7 +35,7 @@ class Options:
     """How the view builds the graph: ``gelu`` in GELU_MODES, ``attention`` in ATTENTION_MODES,
     ``rel_bias`` in REL_BIAS_MODES."""
 
-    def __init__(self, gelu="exact", attention="batched", rel_bias="table"):
+    def __init__(self, gelu="exact", attention="batched", rel_bias="auto"):
         for value, allowed, what in ((gelu, GELU_MODES, "gelu"), (attention, ATTENTION_MODES, "attention"),
                                      (rel_bias, REL_BIAS_MODES, "rel_bias")):
             if value not in allowed:
@@ -170,14 +172,14 @@ def bias_from_table(attn, anchor):
     """The bias [heads, N, N] gathered at run time from the small table [heads, (2H-1)(2W-1)].
 
     The table is evaluated at export (constant, so 'mlp' tables cost nothing at run time). ``anchor`` is any
-    tensor of the block: adding ``0 * min(anchor)`` keeps the converter from folding the gather into a
+    tensor of the block: adding ``min(|min(anchor)|, 0)`` (always 0) keeps the converter from folding the gather into a
     [heads, N, N] constant, which would cost N^2 / (2H-1)(2W-1) (~50x at 14x14) more bytes in the file."""
     if attn.rel_pos is None:
         return None
     with tf.init_scope():
         table = np.asarray(tf.convert_to_tensor(attn.rel_pos.table()), np.float32).T  # [heads, T]
     n = attn.size[0] * attn.size[1]
-    zero = tf.reduce_min(anchor) * 0.0
+    zero = tf.minimum(tf.abs(tf.reduce_min(anchor)), 0.0)  # always 0, but not foldable (x * 0 would be)
     index = tf.constant(np.asarray(attn.rel_pos.index, np.int32))
     bias = tf.gather(_const(table) + zero, index, axis=1)  # [heads, N*N]
     return tf.reshape(bias, (attn.num_heads, n, n))
@@ -213,7 +215,10 @@ def transformer(block, x, options):
         y = block.down(y)  # avg pool is linear per channel: the affine still folds into qkv
     tokens = tf.reshape(y, (n, y.shape[-1]))
     q, k, v = (linear(lin, tokens) for lin in _qkv_linears(attn, s1, t1))
-    if options.rel_bias == "table":
+    mode = options.rel_bias
+    if mode == "auto":
+        mode = "table" if attn.num_heads * n * n > AUTO_TABLE_ABOVE else "constant"
+    if mode == "table":
         bias = bias_from_table(attn, tokens)
     else:
         bias = None if attn.rel_pos is None else _const(relative_bias(attn))

@@ -123,7 +123,7 @@ def test_corrupt_file_unknown_format_bad_size_give_one_line_errors(trained, tmp_
     assert cli_main([str(tmp_path / "missing.keras"), str(out)]) == 2
     err = [l for l in capsys.readouterr().err.splitlines() if l.startswith("export: error:")]
     assert len(err) == 4
-    assert "cannot load" in err[0] and "int4" in err[1] and "multiple of 32" in err[2] and "not found" in err[3]
+    assert "cannot load" in err[0] and "int4" in err[1] and "multiples of 32" in err[2] and "not found" in err[3]
     assert not out.exists() or _files(out) == []
 
 
@@ -145,12 +145,12 @@ def test_int8_without_calibration_is_refused(trained, tmp_path):
 
 def test_cli_exports_and_fails_on_unmet_threshold(trained, tmp_path, capsys):
     out = tmp_path / "cli"
-    assert cli_main([str(trained[0]), str(out), "--formats", "fp32", "--calibration", "digits", "--quiet"]) == 0
+    small = ["--calibration", "digits", "--num-calibration", "8", "--num-heldout", "16", "--quiet"]
+    assert cli_main([str(trained[0]), str(out), "--formats", "fp32", *small]) == 0
     assert _files(out) == sorted([f"{trained[1].name}_fp32.tflite", "labels.txt", "report.json"])
     # an impossible threshold: validation fails, exit 1, and the failing file is not written
     out2 = tmp_path / "cli2"
-    rc = cli_main([str(trained[0]), str(out2), "--formats", "fp16", "--calibration", "digits", "--quiet",
-                   "--threshold", "fp16=1e-12"])
+    rc = cli_main([str(trained[0]), str(out2), "--formats", "fp16", *small, "--threshold", "fp16=1e-12"])
     assert rc == 1
     assert "validation failed: fp16" in capsys.readouterr().err
     assert not (out2 / f"{trained[1].name}_fp16.tflite").exists()
