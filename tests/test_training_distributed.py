@@ -10,13 +10,14 @@ import json, sys
 import keras, numpy as np
 
 class Recorder(keras.callbacks.Callback):
-    # Per-batch running-mean losses, and the final weights' sums per variable.
+    # Per-batch running-mean losses, and the final trainable weights' sums per variable
+    # (BatchNorm moving statistics are per replica, so they differ between workers by design).
     def on_train_begin(self, logs=None):
         self.losses = []
     def on_train_batch_end(self, batch, logs=None):
         self.losses.append(float(logs["loss"]))
     def on_train_end(self, logs=None):
-        self.weights = [float(np.asarray(w, np.float64).sum()) for w in self.model.get_weights()]
+        self.weights = [float(np.asarray(w, np.float64).sum()) for w in self.model.trainable_weights]
 """
 
 MIRRORED = RECORDER + """

@@ -110,5 +110,7 @@ def task_id(strategy):
 
 def strategy_name(strategy):
     """Readable strategy name ('OneDevice' for the default strategy)."""
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return "MultiWorkerMirroredStrategy"  # the class is named CollectiveAllReduceStrategy
     name = type(strategy).__name__
     return "OneDevice" if name == "_DefaultDistributionStrategy" else name
