@@ -63,19 +63,23 @@ def to_rgb_float(image):
     return tf.cond(tf.shape(image)[-1] == 1, lambda: tf.tile(image, [1, 1, 3]), lambda: image)
 
 
-def _holdout(ds, count, fraction, validation):
-    """Deterministic hold-out: every k-th element (k = round(1/fraction)) goes to validation."""
+def _holdout(split, fraction):
+    """Deterministic hold-out: (train, val) Splits; every k-th element (k = round(1/fraction)) is val."""
     k = max(2, round(1.0 / fraction))
-    n_val = math.ceil(count / k)
+    n_val = math.ceil(split.count / k)
 
-    def keep(i, *_):
-        return (i % k == 0) if validation else (i % k != 0)
+    def is_val(i, *_):
+        return i % k == 0
+
+    def is_train(i, *_):
+        return i % k != 0
 
     def drop_index(i, x):
         return x
 
-    out = ds.enumerate().filter(keep).map(drop_index)
-    return out, (n_val if validation else count - n_val)
+    indexed = split.ds.enumerate()
+    train = Split(indexed.filter(is_train).map(drop_index), split.count - n_val, split.decode, split.skipped)
+    return train, Split(indexed.filter(is_val).map(drop_index), n_val, split.decode)
 
 
 def _readable(ds, decode):
@@ -108,16 +112,12 @@ def digits_arrays():
 
 def load_digits_data(cfg):
     (xtr, ytr), (xte, yte) = digits_arrays()
-    train = tf.data.Dataset.from_tensor_slices((xtr, ytr))
+    train = Split(tf.data.Dataset.from_tensor_slices((xtr, ytr)), len(ytr), to_rgb_float)
     test = Split(tf.data.Dataset.from_tensor_slices((xte, yte)), len(yte), to_rgb_float)
     val = None
     if cfg["val_fraction"] > 0:
-        val_ds, n_val = _holdout(train, len(ytr), cfg["val_fraction"], True)
-        train, n_train = _holdout(train, len(ytr), cfg["val_fraction"], False)
-        val = Split(val_ds, n_val, to_rgb_float)
-    else:
-        n_train = len(ytr)
-    return Data(Split(train, n_train, to_rgb_float), val, test, 10, [str(i) for i in range(10)])
+        train, val = _holdout(train, cfg["val_fraction"])
+    return Data(train, val, test, 10, [str(i) for i in range(10)])
 
 
 # --- image folder -----------------------------------------------------------------------------
@@ -170,9 +170,7 @@ def load_folder_data(cfg):
         val, classes, b = _folder_split(cfg["val_data"], cfg, classes)
         bad += b
     elif train is not None and cfg["val_fraction"] > 0:
-        val_ds, n_val = _holdout(train.ds, train.count, cfg["val_fraction"], True)
-        tr_ds, n_tr = _holdout(train.ds, train.count, cfg["val_fraction"], False)
-        val, train = Split(val_ds, n_val, decode_file), Split(tr_ds, n_tr, decode_file, train.skipped)
+        train, val = _holdout(train, cfg["val_fraction"])
     if cfg["test_data"]:
         test, classes, b = _folder_split(cfg["test_data"], cfg, classes)
         bad += b
@@ -226,10 +224,7 @@ def load_tfrecord_data(cfg):
             splits[name], m = _tfrecord_split(cfg[f"{name}_data"], cfg)
             max_label = max(max_label, m)
     if "val" not in splits and "train" in splits and cfg["val_fraction"] > 0:
-        tr = splits["train"]
-        val_ds, n_val = _holdout(tr.ds, tr.count, cfg["val_fraction"], True)
-        tr_ds, n_tr = _holdout(tr.ds, tr.count, cfg["val_fraction"], False)
-        splits["val"], splits["train"] = Split(val_ds, n_val, decode_bytes), Split(tr_ds, n_tr, decode_bytes, tr.skipped)
+        splits["train"], splits["val"] = _holdout(splits["train"], cfg["val_fraction"])
     num_classes = int(cfg["num_classes"] or max_label + 1)
     if num_classes < 2:
         raise ValueError(f"TFRecords {cfg['train_data']} hold labels of only one class; need at least 2")
@@ -257,9 +252,7 @@ def load_tfds_data(cfg):
     if "validation" in splits:
         val = get("validation")
     elif cfg["val_fraction"] > 0:
-        val_ds, n_val = _holdout(train.ds, train.count, cfg["val_fraction"], True)
-        tr_ds, n_tr = _holdout(train.ds, train.count, cfg["val_fraction"], False)
-        val, train = Split(val_ds, n_val, to_rgb_float), Split(tr_ds, n_tr, to_rgb_float)
+        train, val = _holdout(train, cfg["val_fraction"])
     else:
         val = None
     label = info.features["label"]
