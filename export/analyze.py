@@ -24,17 +24,20 @@ def op_table(model_bytes):
 
 
 def summarize(model_bytes):
-    """{"ops": {name: count}, "float_ops": {name: count}, "flex_ops": [...]} for one model.
+    """{"ops": {name: count}, "float_ops": {name: count}, "flex_ops": [...], "xnnpack_partitions": n}.
 
     ``float_ops`` counts ops computing in float (a float output), excluding the QUANTIZE/DEQUANTIZE
     boundaries; in a full-integer model those are the ops that fell back to float."""
     rows = op_table(model_bytes)
+    partitions = sum(name == "DELEGATE" for name, _, _ in rows)  # XNNPACK partitions, listed after the ops
+    rows = [r for r in rows if r[0] != "DELEGATE"]
     ops = collections.Counter(name for name, _, _ in rows)
     float_ops = collections.Counter(
         name for name, ins, outs in rows
         if name not in ("QUANTIZE", "DEQUANTIZE") and any(o in FLOAT_TYPES for o in outs))
     flex = sorted({name for name in ops if name.startswith("Flex") or name == "CUSTOM"})
-    return {"ops": dict(ops.most_common()), "float_ops": dict(float_ops.most_common()), "flex_ops": flex}
+    return {"ops": dict(ops.most_common()), "float_ops": dict(float_ops.most_common()), "flex_ops": flex,
+            "xnnpack_partitions": partitions}
 
 
 def analyzer_text(model_bytes, gpu_compatibility=True):
