@@ -3,7 +3,7 @@
     from export import export_model
     report = export_model("model.keras", "out/", formats=["fp32", "int8"], calibration_source="digits")
 
-CLI: ``python -m export model.keras out/ --formats fp32,int8 --calibration digits`` (see export/README_SECTION.md).
+CLI: ``python -m export model.keras out/ --formats fp32,int8 --calibration digits`` (see the Export section of README.md).
 """
 
 from export.api import export_model
