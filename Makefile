@@ -27,7 +27,9 @@ demo: $(STAMP)
 	$(PY) -m examples.demo $(if $(DEMO_FAST),--fast,)
 
 bench: $(STAMP)
-	$(PY) benchmarks/inference.py
+	$(PY) -m benchmarks.inference
+	$(PY) -m benchmarks.training
+	$(PY) -m export.benchmark coatnet_0
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
