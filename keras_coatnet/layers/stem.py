@@ -1,7 +1,6 @@
 """The CoAtNet stem (the paper's S0): two 3x3 convs, the first with stride 2, as timm's `Stem`. NHWC."""
 
 import keras
-from keras import layers
 
 from keras_coatnet.layers.common import PACKAGE, CompositeLayer, activation, apply, conv2d, conv_norm, norm_layer
 
