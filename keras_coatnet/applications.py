@@ -47,7 +47,7 @@ def _build(config, weights, include_top, classes, model_name=None, **kwargs):
         classes = pretrained.get_weights(model_name, weights).classes if named else 1000
     if weights is None or (isinstance(weights, (str, os.PathLike)) and os.fspath(weights).endswith(WEIGHT_SUFFIXES)):
         path = weights
-    elif isinstance(weights, str):
+    elif named:
         from keras_coatnet import pretrained
 
         path = pretrained.fetch(model_name, weights, include_top=include_top, classes=classes)
