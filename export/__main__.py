@@ -33,12 +33,15 @@ def parse_args(argv=None):
     p.add_argument("--labels", default=None, help="text file with one class name per line")
     p.add_argument("--name", default=None, help="file name prefix (default: the model's name)")
     p.add_argument("--no-optimize", action="store_true", help="convert the plain Keras graph, not the export view")
-    p.add_argument("--gelu", default="exact", choices=("exact", "tanh", "sigmoid"), help="GELU in the export view")
-    p.add_argument("--attention", default="batched", choices=("batched", "per_head"),
-                   help="attention matmuls in the export view")
+    p.add_argument("--gelu", default="exact", choices=("exact", "tanh", "sigmoid"),
+                   help="GELU in the export view: exact, or the tanh / x*sigmoid(1.702x) approximations "
+                        "(sigmoid: faster int8, changes outputs slightly)")
+    p.add_argument("--attention", default="auto", choices=("auto", "batched", "per_head"),
+                   help="attention matmuls: one batched matmul (fastest in float) or per-head 2-D matmuls "
+                        "(fastest in int8); auto picks per format")
     p.add_argument("--rel-bias", default="auto", choices=("auto", "table", "constant"),
-                   help="relative-position bias: gathered from the small table at run time (smaller file) or "
-                        "stored expanded (no GATHER); auto picks per block by size")
+                   help="relative-position bias: expanded at run time from the small table (smaller file) or "
+                        "stored expanded (fastest); auto: constant for fp32, table for the others")
     p.add_argument("--qat-epochs", type=int, default=2, help="fine-tuning epochs of qat_int8")
     p.add_argument("--threshold", action="append", default=[], metavar="FORMAT=VALUE",
                    help="override a validation threshold, e.g. int8=0.95 (agreement) or fp16=0.02 (rel error)")

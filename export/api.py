@@ -60,7 +60,7 @@ def check_view(model, forward, images, tolerance=FLOAT_VIEW_TOLERANCE):
 
 def export_model(model_or_path, out_dir, formats=None, calibration_source=None, input_size=None,
                  uint8_input=False, io_type="int8", num_calib=64, num_heldout=64, optimize=True,
-                 gelu="exact", attention="batched", rel_bias="auto", labels=None, strict=True,
+                 gelu="exact", attention="auto", rel_bias="auto", labels=None, strict=True,
                  thresholds=None, name=None, qat_epochs=2, progress=print):
     """Exports ``model_or_path`` to ``out_dir`` in ``formats``; returns the report dict (also report.json).
 
@@ -71,8 +71,8 @@ def export_model(model_or_path, out_dir, formats=None, calibration_source=None, 
         input_size: (H, W) or int; must match the model's built size and be a multiple of 32.
         uint8_input: the signature takes raw RGB bytes (uint8) with normalization baked in.
         io_type: input/output type of full-integer int8 ("int8", "uint8" or "float32").
-        optimize, gelu, attention, rel_bias: the export view (``export.view.Options``); optimize=False converts
-            the Keras graph as it is.
+        optimize, gelu, attention, rel_bias: the export view (``export.view.Options``; "auto" picks per format);
+            optimize=False converts the Keras graph as it is.
         strict: raise ValidationError after writing the passing formats if any format fails validation.
         thresholds: {format: limit} overriding the per-format validation thresholds.
     Nothing is written for a format that fails to convert or validate; files are written atomically.
@@ -98,8 +98,7 @@ def export_model(model_or_path, out_dir, formats=None, calibration_source=None, 
     calib_in = calib_raw if uint8_input else _model_inputs(model, calib_raw)
     held_in = held_raw if uint8_input else held_model
 
-    opts = view.Options(gelu=gelu, attention=attention, rel_bias=rel_bias)
-    forward = view.forward(model, opts) if optimize else view.keras_forward(model)
+    base_opts = view.Options(gelu=gelu, attention=attention, rel_bias=rel_bias)
     ref = _keras_outputs(view.keras_forward(model), held_model)
     report = {"model": name, "input_size": list(size), "uint8_input": bool(uint8_input),
               "input_dtype": "uint8" if uint8_input else "float32",
@@ -107,14 +106,24 @@ def export_model(model_or_path, out_dir, formats=None, calibration_source=None, 
               "num_heldout": int(len(held_raw)), "optimize": bool(optimize), "gelu": gelu, "attention": attention,
               "rel_bias": rel_bias,
               "formats": {}}
-    if optimize:
-        report["view_max_rel_error"] = check_view(model, forward, held_model[:4])
-        _log(progress, f"[export] export view matches Keras (max rel error {report['view_max_rel_error']:.2e})")
-    serving = Serving(model, forward, size, uint8_input)
     names = class_labels(int(ref.shape[-1]), labels, calibration_source)
     failures = []
+    views = {}  # resolved view options -> (options, Serving, SavedModel dir): one graph per distinct choice
+
+    def view_for(fmt):
+        opts = base_opts.resolve(fmt)
+        key = tuple(opts.as_dict().values()) if optimize else "keras"
+        if key not in views:
+            forward = view.forward(model, opts) if optimize else view.keras_forward(model)
+            if optimize:
+                err = check_view(model, forward, held_model[:4])
+                report["view_max_rel_error"] = max(err, report.get("view_max_rel_error", 0.0))
+                _log(progress, f"[export] export view {opts.as_dict()} matches Keras (max rel error {err:.2e})")
+            serving = Serving(model, forward, size, uint8_input)
+            views[key] = (opts, serving, serving.write_saved_model(Path(tmp) / f"saved_model_{len(views)}"))
+        return views[key]
+
     with tempfile.TemporaryDirectory(prefix="coatnet_export_") as tmp:
-        sm_dir = serving.write_saved_model(Path(tmp) / "saved_model")
         for fmt in formats:
             t0 = time.time()
             _log(progress, f"[export] {fmt}: converting")
@@ -124,6 +133,7 @@ def export_model(model_or_path, out_dir, formats=None, calibration_source=None, 
                 got = _saved_model_outputs(keras_sm, held_in)
                 size_bytes, data, extra = _tree_size(keras_sm), None, {}
             else:
+                opts, serving, sm_dir = view_for(fmt)
                 data = _convert(serving, sm_dir, fmt, model, calib_in, calib_raw, samples, io_type, uint8_input,
                                 qat_epochs, progress, opts, optimize)
                 fmt_ref = ref
@@ -134,6 +144,8 @@ def export_model(model_or_path, out_dir, formats=None, calibration_source=None, 
                 got = litert.predict(it, held_in)
                 size_bytes = len(data)
                 extra = {"io_types": litert.io_types(it), **analyze.summarize(data)}
+                if optimize:
+                    extra["view"] = opts.as_dict()
                 if extra["flex_ops"]:
                     raise ExportError(f"{fmt}: Flex / custom ops {extra['flex_ops']} in the converted model")
             metrics = validate.compare(ref if fmt in ("saved_model",) else fmt_ref, got, samples.heldout_labels)

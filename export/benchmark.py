@@ -153,6 +153,8 @@ def main(argv=None):
     p.add_argument("--num-heldout", type=int, default=16)
     p.add_argument("--uint8-input", action="store_true")
     p.add_argument("--rel-bias", default="auto", choices=("auto", "table", "constant"))
+    p.add_argument("--attention", default="auto", choices=("auto", "batched", "per_head"))
+    p.add_argument("--gelu", default="exact", choices=("exact", "tanh", "sigmoid"))
     p.add_argument("--no-optimize", action="store_true", help="convert the plain Keras graph (for comparison)")
     p.add_argument("--no-peer", action="store_true", help="skip the keras-cv-attention-models comparison")
     p.add_argument("--debug", action="store_true")
@@ -165,7 +167,8 @@ def main(argv=None):
                      input_size=(args.input_size, args.input_size), classes=args.classes,
                      threads=tuple(args.threads), runs=args.runs, warmup=args.warmup, peer=not args.no_peer,
                      progress=log, num_calib=args.num_calibration, num_heldout=args.num_heldout,
-                     uint8_input=args.uint8_input, rel_bias=args.rel_bias, optimize=not args.no_optimize)
+                     uint8_input=args.uint8_input, rel_bias=args.rel_bias, attention=args.attention,
+                     gelu=args.gelu, optimize=not args.no_optimize)
     except (ExportError, FileNotFoundError, ValueError) as e:
         if args.debug:
             raise

@@ -3,12 +3,17 @@
 Same architecture and trained weights, different graph (all shapes static, batch 1):
 - BatchNorm and LayerNorm affines, LayerScale and the attention's 1/sqrt(d) are folded into the
   neighbouring convs / matmuls (``folding``); what is left of LayerNorm is a plain normalization.
-- The relative-position table is evaluated once at export (also an 'mlp' table). ``rel_bias="table"``
-  keeps the small table and gathers [heads, N, N] at run time (small file); "constant" stores the
-  expanded bias (no GATHER; ~2.4 M more values for CoAtNet-0 at 224); "auto" (default) gathers only for
-  blocks whose expanded bias exceeds AUTO_TABLE_ABOVE values (CoAtNet-0 at 224: the 14x14 stage).
+- The relative-position table is evaluated once at export (also an 'mlp' table). ``rel_bias="constant"``
+  stores the expanded bias [heads, N, N] (fastest; ~2.4 M more values for CoAtNet-0 at 224); "table"
+  keeps the small table and expands it at run time with tile/slice/reshape (``toeplitz_expand``).
 - Transformer blocks run on 2-D [tokens, channels] tensors, so every 1x1 conv is a FULLY_CONNECTED;
-  attention is per-head 2-D matmuls (``attention="per_head"``) or one batched matmul over heads ("batched").
+  attention is one batched matmul over heads (``attention="batched"``: XNNPACK runs it in float) or
+  per-head 2-D matmuls ("per_head": FULLY_CONNECTED with run-time weights, the fastest int8 kernel for
+  activation x activation products; int8 BATCH_MATMUL is not delegated and ~2x slower).
+- 2x2 average pools run as depthwise convs (XNNPACK has no int8 average pool).
+- "auto" (the default of both) picks per export format (``Options.resolve``): float formats get batched
+  attention, integer-activation formats per-head; fp32 gets the constant bias, the others (whose targets
+  include file size) the table.
 - GELU is exact by default (TFLite GELU op); "tanh" and "sigmoid" (x * sigmoid(1.702 x)) are faster
   approximations that change the function slightly.
 Layers the view does not know run unchanged. ``forward(model)`` is checked against the Keras model by
@@ -20,11 +25,13 @@ import tensorflow as tf
 from keras import layers
 
 from export.folding import Conv, Linear, norm_affine, numpy
+from keras_coatnet.layers.attention import relative_index
 
 GELU_MODES = ("exact", "tanh", "sigmoid")
-ATTENTION_MODES = ("batched", "per_head")
+ATTENTION_MODES = ("auto", "batched", "per_head")
 REL_BIAS_MODES = ("auto", "table", "constant")
-AUTO_TABLE_ABOVE = 100_000  # "auto": gather at run time when the expanded bias has more values than this
+INTEGER_FORMATS = ("int8", "int16x8", "qat_int8")  # export formats with integer activations
+CONSTANT_BIAS_FORMATS = (None, "saved_model", "fp32")  # None: the float view itself
 
 
 def _const(a):
@@ -35,12 +42,25 @@ class Options:
     """How the view builds the graph: ``gelu`` in GELU_MODES, ``attention`` in ATTENTION_MODES,
     ``rel_bias`` in REL_BIAS_MODES."""
 
-    def __init__(self, gelu="exact", attention="batched", rel_bias="auto"):
+    def __init__(self, gelu="exact", attention="auto", rel_bias="auto"):
         for value, allowed, what in ((gelu, GELU_MODES, "gelu"), (attention, ATTENTION_MODES, "attention"),
                                      (rel_bias, REL_BIAS_MODES, "rel_bias")):
             if value not in allowed:
                 raise ValueError(f"unknown {what} mode {value!r}; allowed: {allowed}")
         self.gelu, self.attention, self.rel_bias = gelu, attention, rel_bias
+
+    def resolve(self, fmt=None):
+        """These options with "auto" replaced by the choice for export format ``fmt`` (None: float)."""
+        attention = self.attention
+        if attention == "auto":
+            attention = "per_head" if fmt in INTEGER_FORMATS else "batched"
+        rel_bias = self.rel_bias
+        if rel_bias == "auto":
+            rel_bias = "constant" if fmt in CONSTANT_BIAS_FORMATS else "table"
+        return Options(self.gelu, attention, rel_bias)
+
+    def as_dict(self):
+        return {"gelu": self.gelu, "attention": self.attention, "rel_bias": self.rel_bias}
 
 
 def _activation(name, options):
@@ -79,6 +99,22 @@ def _padded_conv(layer_list):
     return pads, Conv.from_layer(last)
 
 
+def pool(p, x):
+    """A Pool2d on NHWC ``x``; 'avg2' runs as a 2x2 stride-2 depthwise conv of weights 1/4 (the same average:
+    XNNPACK runs that in int8, while an int8 AVERAGE_POOL_2D falls back to a ~10x slower built-in kernel)."""
+    if p.pool_type != "avg2":
+        return p(x)
+    weights = np.full((2, 2, x.shape[-1], 1), 0.25)
+    return tf.nn.depthwise_conv2d(x, _const(weights), [1, 2, 2, 1], "VALID")
+
+
+def downsample(ds, x):
+    """A Downsample2d (shortcut): ``pool``, then the 1x1 ``expand`` conv if any."""
+    if ds.pool is not None:
+        x = pool(ds.pool, x)
+    return conv(Conv.from_layer(ds.expand), x) if ds.expand is not None else x
+
+
 def _apply_pads(pads, x):
     for p in pads:
         x = p(x)
@@ -112,7 +148,7 @@ def mbconv(block, x, options):
     """MBConvBlock with the pre-norm folded into conv1_1x1 and norm1/norm2 folded into the convs before them."""
     c = block.cfg
     act = _activation(c["act_layer"], options)
-    shortcut = block.shortcut(x) if block.shortcut is not None else x
+    shortcut = downsample(block.shortcut, x) if block.shortcut is not None else x
     if _is_layernorm(block.pre_norm):
         raise ValueError("a LayerNorm MBConv is not supported by the export view")
     pre = norm_affine(block.pre_norm)
@@ -122,7 +158,7 @@ def mbconv(block, x, options):
     else:
         c1.scale_input(*pre)  # 1x1 conv: exact; the 2x pool in between is linear per channel
     if block.down is not None:
-        x = block.down(x)
+        x = pool(block.down, x)
     c1.scale_output(*norm_affine(block.norm1))
     x = act(conv(c1, _apply_pads(pads1, x)))
     pads2, c2 = _padded_conv(block.conv2_kxk)
@@ -168,40 +204,74 @@ def _qkv_linears(attn, in_scale, in_shift):
     return q, k, v
 
 
-def bias_from_table(attn, anchor):
-    """The bias [heads, N, N] gathered at run time from the small table [heads, (2H-1)(2W-1)].
+def toeplitz_expand(table, h, w):
+    """[heads, 2H-1, 2W-1] offset table T -> bias [heads, H*W, H*W] with bias[:, (yi, xi), (yj, xj)] =
+    T[:, yi - yj + H - 1, xi - xj + W - 1], by tiling, slicing and reshaping (no GATHER; H, W >= 2).
 
-    The table is evaluated at export (constant, so 'mlp' tables cost nothing at run time). ``anchor`` is any
-    tensor of the block: adding ``min(|min(anchor)|, 0)`` (always 0) keeps the converter from folding the gather into a
-    [heads, N, N] constant, which would cost N^2 / (2H-1)(2W-1) (~50x at 14x14) more bytes in the file."""
+    Row i of a Toeplitz matrix is a window of the reversed table starting at (n - 1 - i): tiling the reversed
+    table and reading it with a row stride one shorter than its period shifts each row by one. Done along
+    x on every table row, then along y with each [W, W] block as the payload."""
+    heads = table.shape[0]
+    r = table[:, ::-1, ::-1]  # [heads, 2H-1, 2W-1], reversed: constant at export if ``table`` is
+
+    def skew(t, n, payload):  # t [heads, rows, 2n-1, payload] -> [heads, rows, n, n, payload]
+        rows, period = t.shape[1], 2 * n - 1
+        flat = tf.reshape(tf.tile(t, (1, 1, n + 1, 1)), (heads, rows, (n + 1) * period, payload))
+        window = flat[:, :, n - 1:n - 1 + n * (period - 1)]
+        return tf.reshape(window, (heads, rows, n, period - 1, payload))[:, :, :, :n]
+
+    a = skew(tf.reshape(r, (heads, 2 * h - 1, 2 * w - 1, 1)), w, 1)  # [heads, 2H-1, W(xi), W(xj), 1]
+    a = tf.reshape(a, (heads, 1, 2 * h - 1, w * w))
+    b = tf.reshape(skew(a, h, w * w), (heads, h, h, w, w))  # [heads, yi, yj, xi, xj]
+    return tf.reshape(tf.transpose(b, (0, 1, 3, 2, 4)), (heads, h * w, h * w))
+
+
+def bias_from_table(attn, anchor):
+    """The bias [heads, N, N] expanded at run time from the small table [heads, (2H-1)(2W-1)].
+
+    The table is evaluated at export (constant, so 'mlp' tables cost nothing at run time) and expanded by
+    ``toeplitz_expand`` (a GATHER where H or W is 1). ``anchor`` is any 2-D tensor of the block: adding
+    ``min(|anchor[0, 0]|, 0)`` (always 0; one element, so nearly free) keeps the converter from folding the
+    expansion into a [heads, N, N] constant, N^2 / (2H-1)(2W-1) times (~50x at 14x14) more bytes."""
     if attn.rel_pos is None:
         return None
     with tf.init_scope():
         table = np.asarray(tf.convert_to_tensor(attn.rel_pos.table()), np.float32).T  # [heads, T]
-    n = attn.size[0] * attn.size[1]
-    zero = tf.minimum(tf.abs(tf.reduce_min(anchor)), 0.0)  # always 0, but not foldable (x * 0 would be)
-    index = tf.constant(np.asarray(attn.rel_pos.index, np.int32))
-    bias = tf.gather(_const(table) + zero, index, axis=1)  # [heads, N*N]
-    return tf.reshape(bias, (attn.num_heads, n, n))
+    (h, w), heads = attn.size, attn.num_heads
+    zero = tf.minimum(tf.abs(anchor[:1, :1]), 0.0)  # always 0, but not foldable (x * 0 would be)
+    index = np.asarray(attn.rel_pos.index, np.int32)
+    if h >= 2 and w >= 2:
+        if np.array_equal(index, relative_index(h, w).reshape(-1)):  # query - key offsets
+            grid = table.reshape(heads, 2 * h - 1, 2 * w - 1)
+        elif np.array_equal(index, relative_index(h, w, key_minus_query=True).reshape(-1)):
+            grid = table.reshape(heads, 2 * h - 1, 2 * w - 1)[:, ::-1, ::-1]
+        else:
+            grid = None
+        if grid is not None:
+            return toeplitz_expand(_const(grid.copy()) + zero, h, w)
+    bias = tf.gather(_const(table) + zero, tf.constant(index), axis=1)  # [heads, N*N]
+    return tf.reshape(bias, (heads, h * w, h * w))
 
 
 def _attention_core(q, k, v, bias, heads, d, mode):
     """softmax(q k^T + bias) v for 2-D q, k, v [N, heads*d] -> [N, heads*d]."""
-    if mode == "per_head":
-        outs = []
-        for h in range(heads):
-            sl = slice(h * d, (h + 1) * d)
-            logits = tf.matmul(q[:, sl], k[:, sl], transpose_b=True)  # [N, N]
-            if bias is not None:
-                logits = logits + bias[h]
-            outs.append(tf.matmul(tf.nn.softmax(logits, axis=-1), v[:, sl]))
-        return tf.concat(outs, axis=-1)
     n = q.shape[0]
-    split = lambda t: tf.transpose(tf.reshape(t, (n, heads, d)), (1, 0, 2))  # [heads, N, d]
-    logits = tf.matmul(split(q), split(k), transpose_b=True)
+    if mode == "per_head":  # 2-D matmuls against [rows, N] operands: FULLY_CONNECTED with run-time weights
+        per_head = lambda t, perm: tf.unstack(tf.transpose(tf.reshape(t, (n, heads, d)), perm))
+        qs, ks, v_ts = per_head(q, (1, 0, 2)), per_head(k, (1, 0, 2)), per_head(v, (1, 2, 0))  # [N,d] / [d,N]
+        logits = tf.stack([tf.matmul(qh, kh, transpose_b=True) for qh, kh in zip(qs, ks)])  # [heads, N, N]
+        if bias is not None:
+            logits = logits + bias
+        probs = tf.unstack(tf.nn.softmax(logits, axis=-1))
+        out = tf.stack([tf.matmul(p, v_t, transpose_b=True) for p, v_t in zip(probs, v_ts)])  # [heads, N, d]
+        return tf.reshape(tf.transpose(out, (1, 0, 2)), (n, heads * d))
+    split = lambda t, perm: tf.transpose(tf.reshape(t, (n, heads, d)), perm)
+    # Both matmuls multiply by a transposed right operand ([heads, N, d] k and [heads, d, N] v): the int8
+    # BATCH_MATMUL kernel is ~8x slower when it has to transpose the right operand itself.
+    logits = tf.matmul(split(q, (1, 0, 2)), split(k, (1, 0, 2)), transpose_b=True)  # [heads, N, N]
     if bias is not None:
         logits = logits + bias
-    out = tf.matmul(tf.nn.softmax(logits, axis=-1), split(v))  # [heads, N, d]
+    out = tf.matmul(tf.nn.softmax(logits, axis=-1), split(v, (1, 2, 0)), transpose_b=True)  # [heads, N, d]
     return tf.reshape(tf.transpose(out, (1, 0, 2)), (n, heads * d))
 
 
@@ -209,16 +279,13 @@ def transformer(block, x, options):
     """TransformerBlock on 2-D tokens: folded norms / layer scales, constant relative bias."""
     attn, (h, w) = block.attn, block.size
     n = h * w
-    shortcut = block.shortcut(x) if block.shortcut is not None else x
+    shortcut = downsample(block.shortcut, x) if block.shortcut is not None else x
     y, s1, t1 = _norm_then(block.norm1, x)
     if block.down is not None:
-        y = block.down(y)  # avg pool is linear per channel: the affine still folds into qkv
+        y = pool(block.down, y)  # avg pool is linear per channel: the affine still folds into qkv
     tokens = tf.reshape(y, (n, y.shape[-1]))
     q, k, v = (linear(lin, tokens) for lin in _qkv_linears(attn, s1, t1))
-    mode = options.rel_bias
-    if mode == "auto":
-        mode = "table" if attn.num_heads * n * n > AUTO_TABLE_ABOVE else "constant"
-    if mode == "table":
+    if options.rel_bias == "table":
         bias = bias_from_table(attn, tokens)
     else:
         bias = None if attn.rel_pos is None else _const(relative_bias(attn))
@@ -256,7 +323,7 @@ def forward(model, options=None, after=None):
     """A function x [1, H, W, 3] (the model's input convention) -> model output, via the export view.
 
     ``after`` maps layer names to functions applied to those layers' outputs (QAT's fake-quant)."""
-    options, after = options or Options(), after or {}
+    options, after = (options or Options()).resolve(), after or {}
 
     def operation_fn(op):
         handler = HANDLERS.get(type(op).__name__)

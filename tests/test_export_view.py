@@ -12,6 +12,7 @@ from export import view
 from keras_coatnet.builder import build_model
 
 FIXTURES = Path(__file__).parent / "fixtures" / "timm"
+EXTRA = Path(__file__).parent / "fixtures" / "timm_extra"
 
 
 def _randomize_stats(model, seed=0):
@@ -29,25 +30,51 @@ def _randomize_stats(model, seed=0):
             v.assign(rng.normal(0, 0.5, v.shape))
 
 
-def _tiny(name):
-    """A small model: coatnet_micro, or a shrunken timm config from tests/fixtures/timm/<name>."""
+def _tiny(name, size=(64, 64)):
+    """A small model: coatnet_micro, or a shrunken timm config from tests/fixtures/timm(_extra)/<name>."""
     if name == "coatnet_micro":
-        return keras_coatnet.create_model(name, input_shape=(64, 64, 3), classes=10, classifier_activation=None)
-    cfg = json.loads((FIXTURES / name / "config.json").read_text())["timm_cfg"]
-    return build_model(cfg, input_shape=(64, 64, 3), classes=10, classifier_activation=None)
+        return keras_coatnet.create_model(name, input_shape=(*size, 3), classes=10, classifier_activation=None)
+    path = FIXTURES / name if (FIXTURES / name).exists() else EXTRA / name
+    cfg = json.loads((path / "config.json").read_text())["timm_cfg"]
+    return build_model(cfg, input_shape=(*size, 3), classes=10, classifier_activation=None)
 
 
-# paper blocks; pre-norm act + early SE + no shortcut bias; BatchNorm transformer; pool stride + MLP bias
-@pytest.mark.parametrize("name,attention", [
-    ("coatnet_micro", "batched"), ("coatnet_micro", "per_head"), ("tiny_coatnet_0_rw", "batched"),
-    ("tiny_coatnet_bn_0_rw", "batched"), ("tiny_coatnet_rmlp_nano_rw", "batched")])
-def test_view_matches_keras(name, attention):
-    model = _tiny(name)
+# paper blocks; pre-norm act + early SE + no shortcut bias; BatchNorm transformer; pool stride + MLP bias;
+# TF-style (key - query) bias table; non-square token grids for the run-time table expansion
+@pytest.mark.parametrize("name,attention,rel_bias,size", [
+    ("coatnet_micro", "batched", "constant", (64, 64)), ("coatnet_micro", "per_head", "table", (64, 64)),
+    ("coatnet_micro", "per_head", "constant", (64, 96)), ("tiny_coatnet_0_rw", "batched", "table", (64, 128)),
+    ("tiny_coatnet_bn_0_rw", "batched", "constant", (64, 64)),
+    ("tiny_coatnet_rmlp_nano_rw", "per_head", "table", (96, 64)),
+    ("tiny_coatnet_tf_style", "batched", "table", (64, 96))])
+def test_view_matches_keras(name, attention, rel_bias, size):
+    model = _tiny(name, size)
     _randomize_stats(model)
-    x = np.random.RandomState(1).uniform(0, 255, (1, 64, 64, 3)).astype("float32")
+    x = np.random.RandomState(1).uniform(0, 255, (1, *size, 3)).astype("float32")
     want = model(x, training=False).numpy()
-    got = tf.function(view.forward(model, view.Options(attention=attention)))(tf.constant(x)).numpy()
+    opts = view.Options(attention=attention, rel_bias=rel_bias)
+    got = tf.function(view.forward(model, opts))(tf.constant(x)).numpy()
     assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+
+
+@pytest.mark.parametrize("h,w", [(2, 2), (7, 7), (14, 14), (6, 9), (9, 2)])
+def test_toeplitz_expand_equals_the_gathered_bias(h, w):
+    from keras_coatnet.layers.attention import relative_index
+
+    table = np.random.RandomState(h * w).normal(size=(3, 2 * h - 1, 2 * w - 1)).astype("float32")
+    want = table.reshape(3, -1)[:, relative_index(h, w).reshape(-1)].reshape(3, h * w, h * w)
+    got = view.toeplitz_expand(tf.constant(table), h, w).numpy()
+    np.testing.assert_array_equal(got, want)
+
+
+def test_auto_options_pick_per_format():
+    auto = view.Options()
+    assert auto.resolve("fp32").as_dict() == {"gelu": "exact", "attention": "batched", "rel_bias": "constant"}
+    assert auto.resolve("fp16").as_dict()["rel_bias"] == "table"
+    assert auto.resolve("int8").as_dict() == {"gelu": "exact", "attention": "per_head", "rel_bias": "table"}
+    assert view.Options(attention="batched").resolve("int8").attention == "batched"  # explicit choices stay
+    with pytest.raises(ValueError, match="attention"):
+        view.Options(attention="flash")
 
 
 def test_view_rebuilds_every_block_and_keeps_no_runtime_gather():
