@@ -94,18 +94,16 @@ def _num_classes(model):
 
 
 def table(report):
-    """The benchmark table as text (tab-separated columns)."""
+    """The benchmark table as text (tab-separated columns): size, latency and ratio to fp32 per thread count."""
     threads = report.get("threads", [1, 2])
-    head = ["format", "size_MB"] + [f"ms@{n}t" for n in threads] + [f"x_fp32@{threads[-1]}t", "agreement",
-                                                                      "accuracy"]
+    head = (["format", "size_MB"] + [f"ms@{n}t" for n in threads] + [f"x_fp32@{n}t" for n in threads]
+            + ["agreement", "accuracy"])
     rows = ["\t".join(head)]
     for name, e in report["formats"].items():
-        lat = e.get("latency_ms", {})
-        ratio = e.get("ratio_to_fp32", {}).get(str(threads[-1]))
-        acc = e.get("accuracy")
+        lat, ratio, acc = e.get("latency_ms", {}), e.get("ratio_to_fp32", {}), e.get("accuracy")
         rows.append("\t".join([
             name, f"{e['size_bytes'] / 1e6:.2f}", *[f"{lat[str(n)]:.1f}" if str(n) in lat else "-" for n in threads],
-            f"{ratio:.2f}" if ratio is not None else "-",
+            *[f"{ratio[str(n)]:.2f}" if str(n) in ratio else "-" for n in threads],
             f"{e['top1_agreement']:.1%}" if "top1_agreement" in e else "-",
             f"{acc:.1%}" if acc is not None else "-"]))
     return "\n".join(rows)

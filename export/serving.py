@@ -65,7 +65,8 @@ class Serving:
         """Writes a SavedModel with the ``serving_default`` signature to ``path`` atomically; returns path."""
         with atomic_path(path, is_dir=True) as tmp:
             archive = keras.export.ExportArchive()
-            archive.track(self.model)
+            # No archive.track(model): the endpoint captures the variables it uses, and tracking the model as
+            # well stores every weight twice (keras-team/keras#23553, Keras 3.12-3.15): a 2x SavedModel.
             archive.add_endpoint(SIGNATURE_KEY, self.fn, input_signature=[self.input_spec])
             archive.write_out(str(tmp), verbose=False)
         return Path(path)

@@ -2,6 +2,7 @@
 
 import json
 import zipfile
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -51,6 +52,14 @@ def test_every_format_exports_and_validates(exported):
     assert formats["int8"]["float_ops"] == {}  # full integer: nothing computes in float
     assert (out / "labels.txt").read_text().split() == [str(i) for i in range(10)]
     assert json.loads((out / "report.json").read_text())["formats"]["int8"]["passed"]
+
+
+def test_saved_model_stores_each_weight_once(exported, trained):
+    out, report = exported
+    sm = Path(report["formats"]["saved_model"]["path"])
+    data = sum(p.stat().st_size for p in (sm / "variables").glob("variables.data-*"))
+    n_values = sum(int(np.prod(w.shape)) for w in trained[1].weights)
+    assert 4 * n_values <= data <= 1.05 * 4 * n_values  # float32, not twice (keras-team/keras#23553)
 
 
 def test_int8_accuracy_within_one_point_of_keras(exported):
