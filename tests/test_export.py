@@ -79,6 +79,15 @@ def test_float_file_matches_keras_on_fresh_images(exported, trained):
     np.testing.assert_allclose(got, want, atol=1e-4 * np.abs(want).max())
 
 
+def test_approximate_gelu_exports_and_validates(trained, tmp_path):
+    report = export_model(trained[0], tmp_path, formats=["fp32", "int8"], calibration_source="digits",
+                          gelu="sigmoid", num_heldout=100, progress=None)
+    fp32, int8 = report["formats"]["fp32"], report["formats"]["int8"]
+    assert 1e-4 < fp32["max_rel_error"] <= 0.1 and fp32["top1_agreement"] >= 0.98  # the approximation, close
+    assert int8["view"]["gelu"] == "sigmoid" and int8["top1_agreement"] >= 0.98
+    assert "GELU" not in int8["ops"] and int8["float_ops"] == {}
+
+
 def test_uint8_input_takes_raw_camera_bytes(trained, tmp_path):
     report = export_model(trained[0], tmp_path, formats=["fp32", "int8"], calibration_source="digits",
                           uint8_input=True, num_heldout=100, progress=None)
