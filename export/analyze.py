@@ -23,8 +23,36 @@ def op_table(model_bytes):
     return rows
 
 
+def _delegated_nodes(it):
+    """Indices of the nodes XNNPACK took: for each DELEGATE node, the ops on the paths from its input tensors
+    to its output tensors (LiteRT lists the original nodes next to the DELEGATE nodes that replaced them)."""
+    ops = [op for op in it._get_ops_details() if op["op_name"] != "DELEGATE"]  # noqa: SLF001
+    producer = {t: op for op in ops for t in op["outputs"]}
+    taken = set()
+    for d in (op for op in it._get_ops_details() if op["op_name"] == "DELEGATE"):  # noqa: SLF001
+        boundary, stack = set(d["inputs"]), list(d["outputs"])
+        while stack:
+            op = producer.get(stack.pop())
+            if op is None or op["index"] in taken:
+                continue
+            taken.add(op["index"])
+            stack.extend(t for t in op["inputs"] if t >= 0 and t not in boundary)
+    return taken
+
+
+def not_delegated(model_bytes, num_threads=2):
+    """{op name: count} of the ops LiteRT's default XNNPACK delegate does not take (they run in TFLite's own
+    kernels, mostly single-threaded, and split the graph into several XNNPACK partitions)."""
+    it = litert.load(model_bytes, num_threads=num_threads)
+    taken = _delegated_nodes(it)
+    rest = [op["op_name"] for op in it._get_ops_details()  # noqa: SLF001
+            if op["op_name"] != "DELEGATE" and op["index"] not in taken]
+    return dict(collections.Counter(rest).most_common())
+
+
 def summarize(model_bytes):
-    """{"ops": {name: count}, "float_ops": {name: count}, "flex_ops": [...], "xnnpack_partitions": n}.
+    """{"ops": {name: count}, "float_ops": {name: count}, "flex_ops": [...], "xnnpack_partitions": n,
+    "not_delegated": {name: count}}.
 
     ``float_ops`` counts ops computing in float (a float output), excluding the QUANTIZE/DEQUANTIZE
     boundaries; in a full-integer model those are the ops that fell back to float."""
@@ -37,7 +65,7 @@ def summarize(model_bytes):
         if name not in ("QUANTIZE", "DEQUANTIZE") and any(o in FLOAT_TYPES for o in outs))
     flex = sorted({name for name in ops if name.startswith("Flex") or name == "CUSTOM"})
     return {"ops": dict(ops.most_common()), "float_ops": dict(float_ops.most_common()), "flex_ops": flex,
-            "xnnpack_partitions": partitions}
+            "xnnpack_partitions": partitions, "not_delegated": not_delegated(model_bytes)}
 
 
 def analyzer_text(model_bytes, gpu_compatibility=True):

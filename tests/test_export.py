@@ -50,6 +50,12 @@ def test_every_format_exports_and_validates(exported):
     assert formats["int8"]["top1_agreement"] >= 0.98
     assert formats["int8"]["io_types"] == ("int8", "int8") or formats["int8"]["io_types"] == ["int8", "int8"]
     assert formats["int8"]["float_ops"] == {}  # full integer: nothing computes in float
+    assert formats["fp32"]["not_delegated"] == {}  # the whole float graph runs in XNNPACK
+    assert "BATCH_MATMUL" not in formats["int8"]["ops"]  # int8 attention: per-head FULLY_CONNECTED
+    # the int8 ops XNNPACK leaves to TFLite's kernels are the ones the README lists, nothing new
+    assert set(formats["int8"]["not_delegated"]) <= {
+        "FULLY_CONNECTED", "PACK", "UNPACK", "ADD", "GELU", "RSQRT", "TILE", "SOFTMAX", "ABS", "MINIMUM",
+        "STRIDED_SLICE", "AVERAGE_POOL_2D", "GATHER"}
     assert (out / "labels.txt").read_text().split() == [str(i) for i in range(10)]
     assert json.loads((out / "report.json").read_text())["formats"]["int8"]["passed"]
 
