@@ -11,9 +11,11 @@ from export import litert
 FLOAT_TYPES = (np.float32, np.float16)
 
 
-def op_table(model_bytes):
-    """[(op name, input dtypes, output dtypes)] for every op of the model, in execution order."""
-    it = litert.load(model_bytes)
+def op_table(model_bytes, it=None):
+    """[(op name, input dtypes, output dtypes)] for every op of the model, in execution order.
+
+    ``it``: the model already loaded by ``litert.load`` (else it is loaded here)."""
+    it = it or litert.load(model_bytes)
     tensors = {t["index"]: np.dtype(t["dtype"]) for t in it.get_tensor_details()}
     rows = []
     for op in it._get_ops_details():  # noqa: SLF001 - the only per-op listing LiteRT exposes
@@ -23,13 +25,18 @@ def op_table(model_bytes):
     return rows
 
 
-def _delegated_nodes(it):
-    """Indices of the nodes XNNPACK took: for each DELEGATE node, the ops on the paths from its input tensors
-    to its output tensors (LiteRT lists the original nodes next to the DELEGATE nodes that replaced them)."""
-    ops = [op for op in it._get_ops_details() if op["op_name"] != "DELEGATE"]  # noqa: SLF001
+def not_delegated(model_bytes, it=None):
+    """{op name: count} of the ops LiteRT's default XNNPACK delegate does not take (they run in TFLite's own
+    kernels, mostly single-threaded, and split the graph into several XNNPACK partitions).
+
+    LiteRT lists the original nodes next to the DELEGATE nodes that replaced them: a node was taken if it
+    lies on a path from a DELEGATE node's input tensors to its output tensors."""
+    it = it or litert.load(model_bytes)
+    all_ops = it._get_ops_details()  # noqa: SLF001
+    ops = [op for op in all_ops if op["op_name"] != "DELEGATE"]
     producer = {t: op for op in ops for t in op["outputs"]}
     taken = set()
-    for d in (op for op in it._get_ops_details() if op["op_name"] == "DELEGATE"):  # noqa: SLF001
+    for d in (op for op in all_ops if op["op_name"] == "DELEGATE"):
         boundary, stack = set(d["inputs"]), list(d["outputs"])
         while stack:
             op = producer.get(stack.pop())
@@ -37,16 +44,7 @@ def _delegated_nodes(it):
                 continue
             taken.add(op["index"])
             stack.extend(t for t in op["inputs"] if t >= 0 and t not in boundary)
-    return taken
-
-
-def not_delegated(model_bytes, num_threads=2):
-    """{op name: count} of the ops LiteRT's default XNNPACK delegate does not take (they run in TFLite's own
-    kernels, mostly single-threaded, and split the graph into several XNNPACK partitions)."""
-    it = litert.load(model_bytes, num_threads=num_threads)
-    taken = _delegated_nodes(it)
-    rest = [op["op_name"] for op in it._get_ops_details()  # noqa: SLF001
-            if op["op_name"] != "DELEGATE" and op["index"] not in taken]
+    rest = [op["op_name"] for op in ops if op["index"] not in taken]
     return dict(collections.Counter(rest).most_common())
 
 
@@ -56,7 +54,8 @@ def summarize(model_bytes):
 
     ``float_ops`` counts ops computing in float (a float output), excluding the QUANTIZE/DEQUANTIZE
     boundaries; in a full-integer model those are the ops that fell back to float."""
-    rows = op_table(model_bytes)
+    it = litert.load(model_bytes)
+    rows = op_table(model_bytes, it)
     partitions = sum(name == "DELEGATE" for name, _, _ in rows)  # XNNPACK partitions, listed after the ops
     rows = [r for r in rows if r[0] != "DELEGATE"]
     ops = collections.Counter(name for name, _, _ in rows)
@@ -65,7 +64,7 @@ def summarize(model_bytes):
         if name not in ("QUANTIZE", "DEQUANTIZE") and any(o in FLOAT_TYPES for o in outs))
     flex = sorted({name for name in ops if name.startswith("Flex") or name == "CUSTOM"})
     return {"ops": dict(ops.most_common()), "float_ops": dict(float_ops.most_common()), "flex_ops": flex,
-            "xnnpack_partitions": partitions, "not_delegated": not_delegated(model_bytes)}
+            "xnnpack_partitions": partitions, "not_delegated": not_delegated(model_bytes, it)}
 
 
 def analyzer_text(model_bytes, gpu_compatibility=True):
