@@ -11,7 +11,7 @@ Same architecture and trained weights, different graph (all shapes static, batch
   per-head 2-D matmuls ("per_head": FULLY_CONNECTED with run-time weights, the fastest int8 kernel for
   activation x activation products; int8 BATCH_MATMUL is not delegated and ~2x slower).
 - 2x2 average pools on the main paths run as depthwise convs (XNNPACK has no int8 average pool); the
-  shortcuts keep theirs (more accurate in int8, see ``downsample``).
+  shortcuts keep theirs (more accurate in int8, see ``pool``).
 - "auto" (the default of both) picks per export format (``Options.resolve``): float formats get batched
   attention, integer-activation formats per-head; fp32 gets the constant bias, the others (whose targets
   include file size) the table.
@@ -102,21 +102,15 @@ def _padded_conv(layer_list):
 
 def pool(p, x):
     """A Pool2d on NHWC ``x``; 'avg2' runs as a 2x2 stride-2 depthwise conv of weights 1/4 (the same average:
-    XNNPACK runs that in int8, while an int8 AVERAGE_POOL_2D falls back to a ~10x slower built-in kernel)."""
+    XNNPACK runs that in int8, while an int8 AVERAGE_POOL_2D falls back to a ~10x slower built-in kernel).
+
+    Only for the main paths: the shortcuts (Downsample2d) run as they are, keeping AVERAGE_POOL_2D (int8 output
+    on the input's scale); as a depthwise conv there, int8 top-1 agreement on the digits test set fell from
+    100% to 99.7% and the max error doubled."""
     if p.pool_type != "avg2":
         return p(x)
     weights = np.full((2, 2, x.shape[-1], 1), 0.25)
     return tf.nn.depthwise_conv2d(x, _const(weights), [1, 2, 2, 1], "VALID")
-
-
-def downsample(ds, x):
-    """A Downsample2d (shortcut): its own pool, then the 1x1 ``expand`` conv if any.
-
-    The shortcut keeps AVERAGE_POOL_2D (int8 output on the input's scale): as a depthwise conv here, int8
-    top-1 agreement on the digits test set fell from 100% to 99.7% and the max error doubled."""
-    if ds.pool is not None:
-        x = ds.pool(x)
-    return conv(Conv.from_layer(ds.expand), x) if ds.expand is not None else x
 
 
 def _apply_pads(pads, x):
@@ -152,7 +146,7 @@ def mbconv(block, x, options):
     """MBConvBlock with the pre-norm folded into conv1_1x1 and norm1/norm2 folded into the convs before them."""
     c = block.cfg
     act = _activation(c["act_layer"], options)
-    shortcut = downsample(block.shortcut, x) if block.shortcut is not None else x
+    shortcut = block.shortcut(x) if block.shortcut is not None else x
     if _is_layernorm(block.pre_norm):
         raise ValueError("a LayerNorm MBConv is not supported by the export view")
     pre = norm_affine(block.pre_norm)
@@ -283,7 +277,7 @@ def transformer(block, x, options):
     """TransformerBlock on 2-D tokens: folded norms / layer scales, constant relative bias."""
     attn, (h, w) = block.attn, block.size
     n = h * w
-    shortcut = downsample(block.shortcut, x) if block.shortcut is not None else x
+    shortcut = block.shortcut(x) if block.shortcut is not None else x
     y, s1, t1 = _norm_then(block.norm1, x)
     if block.down is not None:
         y = pool(block.down, y)  # avg pool is linear per channel: the affine still folds into qkv
