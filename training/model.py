@@ -42,6 +42,17 @@ def freeze_backbone(model):
             layer.trainable = False
 
 
+def synchronize_batchnorm(model):
+    """Make every BatchNormalization in model (nested ones too) compute its training statistics over
+    the global batch: an all-reduce across the replicas of the current tf.distribute strategy
+    (a no-op outside one). Returns the number of layers changed."""
+    bns = [layer for layer in model._flatten_layers(include_self=False, recursive=True)
+           if isinstance(layer, keras.layers.BatchNormalization)]
+    for layer in bns:
+        layer.synchronized = True
+    return len(bns)
+
+
 def build_model(cfg, num_classes):
     """create_model(cfg['model']) for num_classes, softmax output, initialised from cfg['weights']."""
     import keras_coatnet
@@ -57,4 +68,6 @@ def build_model(cfg, num_classes):
         log.info("initialised %d layers from %s", copied, cfg["weights"])
     if cfg["freeze_backbone"]:
         freeze_backbone(model)
+    if cfg["sync_batchnorm"]:
+        log.info("synchronized BatchNorm in %d layers", synchronize_batchnorm(model))
     return model

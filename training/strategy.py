@@ -53,6 +53,19 @@ def _mirrored_devices():
     return [d.name for d in cpus] if len(cpus) > 1 else []
 
 
+_MIRRORED = {}
+
+
+def _mirrored(devices=None):
+    """One MirroredStrategy per device set for the process: a second one over the same devices would
+    restart the collective instance keys, and TF then matches its all-reduces with the first one's
+    (an error such as "Shape mismatch in the collective instance 100" on a second run())."""
+    key = tuple(devices or ())
+    if key not in _MIRRORED:
+        _MIRRORED[key] = tf.distribute.MirroredStrategy(devices)
+    return _MIRRORED[key]
+
+
 def make_strategy(name="auto", tpu=None):
     """Return a tf.distribute.Strategy for name in auto|onedevice|mirrored|multiworker|tpu.
 
@@ -69,9 +82,9 @@ def make_strategy(name="auto", tpu=None):
         if not devices:
             raise StrategyUnavailable(
                 "--strategy mirrored: no GPUs and only one CPU device; use --strategy onedevice")
-        return tf.distribute.MirroredStrategy(devices)
+        return _mirrored(devices)
     if name == "auto" and len(tf.config.list_logical_devices("GPU")) > 1:
-        return tf.distribute.MirroredStrategy()
+        return _mirrored()
     if name in ("auto", "onedevice"):
         # The default strategy runs on one device (the first GPU if any) without the per-step
         # overhead of OneDeviceStrategy's distributed iterator (about 3x on small CPU models).
