@@ -85,7 +85,9 @@ print(json.dumps({{"weights": rec.weights, "replicas": r["replicas"], "steps": r
 def test_multiworker_two_processes_agree(tmp_path):
     ports = free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
-    cfg = tiny_config(tmp_path, strategy="multiworker", epochs=1, steps_per_epoch=3, batch_size=8)
+    # Synchronized BatchNorm adds cross-process all-reduces inside the forward pass, on top of the gradients'.
+    cfg = tiny_config(tmp_path, strategy="multiworker", epochs=1, steps_per_epoch=3, batch_size=8,
+                      sync_batchnorm=True)
     procs = [start_python(WORKER.format(cfg=cfg),
                           TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}))
              for i in range(2)]
