@@ -58,6 +58,43 @@ def test_save_and_load_keras_file_gives_identical_outputs(micro, tmp_path):
     np.testing.assert_array_equal(micro.predict(x, verbose=0), loaded.predict(x, verbose=0))
 
 
+def test_frozen_backbone_stays_frozen_after_load(tmp_path):
+    # Keras re-creates a frozen layer with trainable=False, which by itself does not reach sub-layers.
+    model = kc.create_model("coatnet_micro", input_shape=(64, 64, 3), classes=10)
+    for layer in model.layers:
+        layer.trainable = layer.name.startswith("head")
+    expected = [w.path for w in model.trainable_weights]
+    assert expected and all(p.startswith("head") for p in expected)
+    model.save(tmp_path / "frozen.keras")
+    loaded = keras.models.load_model(tmp_path / "frozen.keras")
+    assert [w.path for w in loaded.trainable_weights] == expected
+
+
+def _frozen_from_config(layer, input_shape):
+    frozen = type(layer).from_config({**layer.get_config(), "trainable": False})
+    frozen.build(input_shape)
+    return frozen
+
+
+@pytest.mark.parametrize("layer,input_shape", [
+    (kc.layers.SqueezeExcite(8), (None, 8, 8, 32)),
+    (kc.layers.Downsample2d(64), (None, 8, 8, 32)),
+    (kc.layers.RelativeAttention2d(32, 64, (4, 4), rel_pos_type="bias"), (None, 4, 4, 32)),
+    (kc.layers.RelativeAttention2d(32, 32, (4, 4), rel_pos_type="mlp"), (None, 4, 4, 32)),
+    (kc.layers.RelativePositionBias((4, 4), 2, kind="mlp"), None),
+], ids=["se", "downsample", "attention", "attention_mlp", "rel_pos_mlp"])
+def test_layer_recreated_frozen_has_no_trainable_weight(layer, input_shape):
+    frozen = _frozen_from_config(layer, input_shape)
+    assert frozen.weights and not [w.path for w in frozen.weights if w.trainable]
+
+
+@pytest.mark.parametrize("name", ["stem", "stages.0.blocks.0", "stages.2.blocks.1"])
+def test_block_recreated_frozen_has_no_trainable_weight(micro, name):
+    layer = micro.get_layer(name)
+    frozen = _frozen_from_config(layer, layer.input.shape)
+    assert frozen.weights and not [w.path for w in frozen.weights if w.trainable]
+
+
 def test_weights_h5_roundtrip(micro, tmp_path):
     path = tmp_path / "m.weights.h5"
     micro.save_weights(path)

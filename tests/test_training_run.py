@@ -69,6 +69,10 @@ def test_finetune_frozen_backbone_with_layer_decay(digits_run, tmp_path):
         same = all(np.array_equal(x, y) for x, y in zip(a, b))
         assert same == (not layer.name.startswith("head")), layer.name
     assert r["test_top1"] >= 0.8  # starts from the trained weights
+    # The checkpoint reloads frozen, nested sub-layers included, with its optimizer state: fit() on it
+    # goes on training the head only.
+    assert dst.trainable_weights and all(w.path.startswith("head") for w in dst.trainable_weights)
+    assert int(dst.optimizer.iterations) == r["optimizer_steps"] == 3
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from keras_coatnet.layers.common import PACKAGE
+from keras_coatnet.layers.common import PACKAGE, freeze_sublayers_if_frozen
 
 
 def relative_index(height, width, key_minus_query=False):
@@ -53,6 +53,7 @@ class RelativePositionBias(layers.Layer):
         if self.kind == "mlp":
             self.fc1.build((None, 2))
             self.fc2.build((None, self.hidden_dim))
+            freeze_sublayers_if_frozen(self)
         else:
             shape = ((2 * h - 1) * (2 * w - 1), self.num_heads) if self.kind == "bias" else (
                 self.num_heads, 2 * h - 1, 2 * w - 1)
@@ -114,6 +115,7 @@ class RelativeAttention2d(layers.Layer):
         if self.rel_pos is not None:
             self.rel_pos.build()
         self.proj.build((*shape[:-1], self.dim_attn))
+        freeze_sublayers_if_frozen(self)
 
     def call(self, x):
         h, w = self.size

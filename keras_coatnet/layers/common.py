@@ -96,6 +96,16 @@ def apply(layer_list, x):
     return x
 
 
+def freeze_sublayers_if_frozen(layer):
+    """Call at the end of `build` in a layer that has sub-layers. A layer re-created with `trainable=False`
+    (a saved frozen layer) gets it as a constructor argument, which reaches only its own variables; this
+    passes it on to the sub-layers, which the model would otherwise train. (`layer.trainable = False`
+    cannot: on TensorFlow, assigning an attribute its current value skips the setter.)"""
+    if not layer.trainable:
+        for sub in layer._flatten_layers(include_self=False, recursive=False):
+            sub.trainable = False
+
+
 class CompositeLayer(layers.Layer):
     """A layer made of sub-layers. `build` traces `call` symbolically, which builds every sub-layer with the
     right shapes; Keras calls `build` alone when it re-creates a saved model from its config."""
@@ -104,6 +114,7 @@ class CompositeLayer(layers.Layer):
         from keras.src.backend import compute_output_spec
 
         compute_output_spec(self.call, keras.KerasTensor(input_shape, dtype=self.compute_dtype))
+        freeze_sublayers_if_frozen(self)
 
 
 def _avg3_count_scale(h, w):
@@ -161,6 +172,7 @@ class Downsample2d(layers.Layer):
             self.expand = layers.Conv2D(self.out_dim, 1, use_bias=self.use_bias, name="expand",
                                         dtype=self.dtype_policy)
             self.expand.build(shape)
+        freeze_sublayers_if_frozen(self)
 
     def call(self, x):
         if self.pool is not None:

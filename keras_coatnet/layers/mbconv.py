@@ -4,7 +4,7 @@ import keras
 from keras import layers, ops
 
 from keras_coatnet.layers.common import (PACKAGE, CompositeLayer, Downsample2d, DropPath, Pool2d, activation, apply,
-                                         conv2d, conv_norm, norm_layer)
+                                         conv2d, conv_norm, freeze_sublayers_if_frozen, norm_layer)
 
 
 def make_divisible(v, divisor=8, round_limit=0.9):
@@ -28,6 +28,7 @@ class SqueezeExcite(layers.Layer):
         self.fc1.build((None, 1, 1, shape[-1]))
         self.fc2 = layers.Conv2D(shape[-1], 1, name="fc2", dtype=self.dtype_policy)
         self.fc2.build((None, 1, 1, self.reduced_dim))
+        freeze_sublayers_if_frozen(self)
 
     def call(self, x):
         s = ops.mean(x, axis=(1, 2), keepdims=True)
