@@ -16,7 +16,7 @@ SPEC = {
     "dropout_rate": (0.0, "dropout before the classifier"),
     "weights": (None, "initial weights: 'imagenet' or a .keras / weights path (fine-tuning)"),
     "freeze_backbone": (False, "train only the classifier head"),
-    "sync_batchnorm": (False, "BatchNorm statistics over the global batch, across replicas (small per-replica batches)"),
+    "sync_batchnorm": (False, "BatchNorm statistics over the global batch, not per replica"),
     "layer_decay": (None, "layer-wise LR decay factor (e.g. 0.75); None = off"),
     # data
     "dataset": ("digits", "digits | folder | tfrecord | tfds:NAME"),
