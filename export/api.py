@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from export import analyze, calibration, litert, loading, validate, view
-from export.atomic import write_bytes, write_text
+from keras_coatnet.atomic import write_bytes, write_text
 from export.errors import ExportError
 from export.formats import FORMATS, configure, parse_formats
 from export.labels import class_labels

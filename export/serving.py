@@ -11,7 +11,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from export.atomic import atomic_path
+from keras_coatnet.atomic import atomic_path
 
 SIGNATURE_KEY = "serving_default"
 INPUT_NAME = "image"
@@ -63,7 +63,7 @@ class Serving:
 
     def write_saved_model(self, path):
         """Writes a SavedModel with the ``serving_default`` signature to ``path`` atomically; returns path."""
-        with atomic_path(path, is_dir=True) as tmp:
+        with atomic_path(path) as tmp:
             archive = keras.export.ExportArchive()
             # No archive.track(model): the endpoint captures the variables it uses, and tracking the model as
             # well stores every weight twice (keras-team/keras#23553, Keras 3.12-3.15): a 2x SavedModel.

@@ -1,4 +1,4 @@
-"""Write files and folders so that a failure never leaves a partial output behind."""
+"""Atomic writes: a file or folder appears whole under its final name, or not at all (temp name + rename)."""
 
 import contextlib
 import os
@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 @contextlib.contextmanager
-def atomic_path(final, is_dir=False):
+def atomic_path(final):
     """Yields a temporary path next to ``final``; moves it to ``final`` only if the block succeeds."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
