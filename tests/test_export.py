@@ -14,17 +14,28 @@ from export.__main__ import main as cli_main
 from export.calibration import digits_split
 
 SIZE = 32
+TRAIN_MARGIN = 0.98  # training-set accuracy the fixture model reaches before it is exported
+TRAIN_ROUNDS = 5  # of 4 epochs each
 
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory):
-    """(path to a coatnet_micro .keras trained on digits at 32x32, the model)."""
+    """(path to a coatnet_micro .keras trained on digits at 32x32, the model).
+
+    Trained to a margin, not for a fixed number of epochs: kernels differ between CPUs (AVX2, AVX-512, AMX), so
+    a fixed schedule gives another model on each, and the quantized formats' agreement depends on how
+    confidently the model separates the classes."""
     keras.utils.set_random_seed(0)
     model = keras_coatnet.create_model("coatnet_micro", input_shape=(SIZE, SIZE, 3), classes=10)
     x, y = digits_split(SIZE, "train")
     model.compile(optimizer=keras.optimizers.Adam(2e-3), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
-    model.fit(x, y, epochs=8, batch_size=64, verbose=0)
+    accuracy = 0.0
+    for _ in range(TRAIN_ROUNDS):
+        if accuracy < TRAIN_MARGIN:
+            model.fit(x, y, epochs=4, batch_size=64, verbose=0)
+            accuracy = model.evaluate(x, y, verbose=0)[1]
+    assert accuracy >= TRAIN_MARGIN, f"the fixture model reached {accuracy:.3f} on its training digits"
     path = tmp_path_factory.mktemp("model") / "micro.keras"
     model.save(path)
     return path, model
@@ -79,9 +90,10 @@ def test_int8_accuracy_within_one_point_of_keras(exported):
 def test_float_file_matches_keras_on_fresh_images(exported, trained):
     out, report = exported
     x, _ = digits_split(SIZE, "test")
+    x = np.round(x[:5])  # the same images, rounded once, into both models
     it = litert.load(report["formats"]["fp32"]["path"])
-    got = litert.predict(it, x[:5])
-    want = trained[1].predict(np.round(x[:5]), verbose=0)
+    got = litert.predict(it, x)
+    want = trained[1].predict(x, verbose=0)
     np.testing.assert_allclose(got, want, atol=1e-4 * np.abs(want).max())
 
 
@@ -89,7 +101,10 @@ def test_approximate_gelu_exports_and_validates(trained, tmp_path):
     report = export_model(trained[0], tmp_path, formats=["fp32", "int8"], calibration_source="digits",
                           gelu="sigmoid", num_heldout=100, progress=None)
     fp32, int8 = report["formats"]["fp32"], report["formats"]["int8"]
-    assert 1e-4 < fp32["max_rel_error"] <= 0.1 and fp32["top1_agreement"] >= 0.98  # the approximation, close
+    # the file is the approximated graph to float error; against Keras it is another function, judged by top-1
+    assert fp32["passed"] and fp32["threshold"] == {"graph_max_rel_error": 1e-4, "top1_agreement": 0.98}
+    assert fp32["graph_max_rel_error"] <= 1e-4 < fp32["max_rel_error"] and fp32["top1_agreement"] >= 0.98
+    assert report["view_max_rel_error"] <= 1e-4  # the rewrite itself, checked with exact GELU
     assert int8["view"]["gelu"] == "sigmoid" and int8["top1_agreement"] >= 0.98
     assert "GELU" not in int8["ops"] and int8["float_ops"] == {}
 
