@@ -171,7 +171,3 @@ def load_state_dict(model, state_dict, skip=(), source=""):
         variable.assign(value.astype(variable.dtype) if hasattr(value, "astype") else value)
     return sorted(targets)
 
-
-def load_timm_weights(model, path, skip=()):
-    """Loads a timm `.safetensors` checkpoint file into `model` (see `load_state_dict`)."""
-    return load_state_dict(model, read_safetensors(path), skip=skip, source=path)
