@@ -184,3 +184,22 @@ def test_train_script_names_its_extra_in_one_line_when_pyyaml_is_missing(monkeyp
     assert "\n" not in err and "pyyaml" in err and "pip install 'keras-coatnet[train]'" in err, err
     scripts = _pyproject()["project"]["scripts"]
     assert scripts["keras-coatnet-train"] == "training.train:main"
+
+
+def test_installed_export_package_runs_no_benchmarks_module_it_finds_on_the_path(tmp_path):
+    """An installed export/ (no repository around it) compares with no peer, and does not import a `benchmarks`
+    package that happens to be on sys.path (here: a decoy in the working directory)."""
+    import shutil
+    import subprocess
+
+    shutil.copytree(REPO / "export", tmp_path / "site" / "export")
+    (tmp_path / "work" / "benchmarks").mkdir(parents=True)
+    (tmp_path / "work" / "benchmarks" / "__init__.py").write_text("")
+    (tmp_path / "work" / "benchmarks" / "peer.py").write_text("def run_peer(*a, **k):\n    print('DECOY RAN')\n")
+    code = ("import sys; sys.path[:0] = [sys.argv[1], '']\n"
+            "from export.benchmark import peer_fp32\n"
+            "print('result', peer_fp32('.', (32, 32), 10))\n")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "site")], cwd=tmp_path / "work",
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "DECOY RAN" not in out.stdout and "result None" in out.stdout, out.stdout
