@@ -31,10 +31,9 @@ def peer_fp32(out_dir, size, classes, progress=print):
 
     Returns the .tflite path, or None (with a message) if the peer environment is unavailable."""
     path = Path(out_dir) / f"{PEER_NAME}.tflite"
-    try:
-        from benchmarks.peer import run_peer
-    except ImportError:
-        progress("[bench] benchmarks/peer.py not found: no peer comparison")
+    run_peer = _repo_peer_runner()
+    if run_peer is None:
+        progress("[bench] benchmarks/peer.py not found (it is in the repository, not installed): no peer comparison")
         return None
     try:
         run_peer(PEER_CODE.format(h=size[0], w=size[1], classes=classes, path=str(path.resolve())), timeout=1200)
@@ -42,6 +41,21 @@ def peer_fp32(out_dir, size, classes, progress=print):
         progress(f"[bench] peer conversion failed, no peer comparison: {str(e).splitlines()[0]}")
         return None
     return path
+
+
+def _repo_peer_runner():
+    """`run_peer` from the repository's benchmarks/peer.py next to this package, or None where the package is
+    installed without the repository (benchmarks/ is not installed; no import by that name)."""
+    import importlib.util
+
+    repo = Path(__file__).resolve().parents[1]
+    path = repo / "benchmarks" / "peer.py"
+    if not (path.is_file() and (repo / "pyproject.toml").is_file()):
+        return None
+    spec = importlib.util.spec_from_file_location("keras_coatnet_repo_peer", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.run_peer
 
 
 def _model(spec, input_size, classes):

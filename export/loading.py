@@ -6,8 +6,7 @@ from pathlib import Path
 import keras
 
 from export.errors import ExportError
-
-STRIDE = 32
+from keras_coatnet.builder import STRIDE
 
 
 def load_model(model_or_path):

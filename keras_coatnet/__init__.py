@@ -4,7 +4,7 @@
     model = keras_coatnet.CoAtNet0(weights=None, classes=10, input_shape=(224, 224, 3))
 """
 
-from keras_coatnet import layers
+from keras_coatnet import _compat, layers
 from keras_coatnet.applications import (CoAtNet0, CoAtNet1, CoAtNet2, CoAtNet3, CoAtNet4, CoAtNet5, CoAtNet6,
                                         CoAtNet7, create_model, from_timm_config, load_weights)
 from keras_coatnet.builder import build_model, feature_model, stage_outputs
@@ -13,6 +13,7 @@ from keras_coatnet.pretrained import list_weights
 from keras_coatnet.registry import list_models
 
 __version__ = "0.1.0"
+_compat.check_keras_version()
 
 __all__ = ["CoAtNet0", "CoAtNet1", "CoAtNet2", "CoAtNet3", "CoAtNet4", "CoAtNet5", "CoAtNet6", "CoAtNet7",
            "build_model", "create_model", "decode_predictions", "feature_model", "from_timm_config", "layers",

@@ -5,7 +5,8 @@ import os
 
 from keras_coatnet import timm_weights
 from keras_coatnet.builder import TIMM_MEAN, TIMM_STD, build_model
-from keras_coatnet.registry import get_entry
+from keras_coatnet.registry import MODELS, get_entry
+from keras_coatnet.variants import PAPER_CONFIGS
 
 log = logging.getLogger("keras_coatnet")
 
@@ -86,24 +87,101 @@ def from_timm_config(timm_cfg, input_shape=(224, 224, 3), classes=1000, include_
                   name=name, mean=mean, std=std, **kwargs)
 
 
-def _paper_constructor(index):
-    model_name = f"coatnet_{index}"
+BASE_DOCSTRING = """Instantiates {title} (Dai et al., 2021, Table 3) with the `keras.applications` arguments.
 
-    def constructor(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
-                    classes=None, classifier_activation="softmax", include_preprocessing=True, name=None,
-                    **kwargs):
-        return create_model(model_name, include_top=include_top, weights=weights, input_tensor=input_tensor,
-                            input_shape=input_shape, pooling=pooling, classes=classes,
-                            classifier_activation=classifier_activation,
-                            include_preprocessing=include_preprocessing, name=name or f"CoAtNet{index}", **kwargs)
+Stem width {stem}, stage widths {dims}, stage depths {depths}{timm}.
 
-    constructor.__name__ = constructor.__qualname__ = f"CoAtNet{index}"
-    constructor.__doc__ = (
-        f"CoAtNet-{index} (Dai et al., 2021, Table 3) with the `keras.applications` signature.\n\n"
-        "Input [B, H, W, 3] NHWC (default 224x224; H and W multiples of 32), raw 0-255 RGB when "
-        "`include_preprocessing`. Returns a `keras.Model`.")
-    return constructor
+Input [B, H, W, 3] NHWC, raw 0-255 RGB (normalized inside) when `include_preprocessing`. Returns a `keras.Model`
+giving [B, classes] scores with `include_top`, else the [B, H/32, W/32, C] feature map or, with `pooling`,
+[B, C] features.
+
+Args:
+    include_top: whether to include the classification head (final norm, pooling, classifier). Defaults to `True`.
+    weights: `None` (random initialization) or the path to a weights file: a timm `.safetensors` state_dict of
+        this architecture, or a Keras `.weights.h5` / `.keras` file. Defaults to `None`.
+    input_tensor: optional Keras tensor (output of `keras.Input()`) to use as the model's input, [B, H, W, 3].
+    input_shape: optional `(H, W, 3)`; H and W multiples of 32, at least 32 (the network downsamples 32x).
+        Defaults to `(224, 224, 3)` (or the shape of `input_tensor`).
+    pooling: feature pooling when `include_top` is `False`: `None` (the 4-D feature map), `"avg"` or `"max"`
+        (2-D [B, C] features).
+    classes: number of classes to classify images into, used with `include_top`. Defaults to 1000.
+    classifier_activation: activation of the classifier's output, a name or callable; `None` returns logits.
+        Defaults to `"softmax"`.
+    include_preprocessing: whether the model normalizes raw 0-255 RGB input itself (timm's mean and std).
+        Defaults to `True`.
+    name: the name of the model. Defaults to `"{fn}"`.
+    drop_path_rate: stochastic depth rate of the last block, rising linearly from 0 over the blocks (used in
+        training). Defaults to 0.0.
+    dropout_rate: dropout rate before the classifier (used in training). Defaults to 0.0.
+
+Returns:
+    A `keras.Model` instance.
+"""
 
 
-CoAtNet0, CoAtNet1, CoAtNet2, CoAtNet3, CoAtNet4, CoAtNet5, CoAtNet6, CoAtNet7 = (
-    _paper_constructor(i) for i in range(8))
+def _paper_model(index, name=None, **kwargs):
+    """CoAtNet-`index` through `create_model`, named "CoAtNet<index>" unless `name` is given."""
+    return create_model(f"coatnet_{index}", name=name or f"CoAtNet{index}", **kwargs)
+
+
+# One function per variant, as keras.applications has, so that `help()` shows every argument; `locals()` (taken
+# first thing) is exactly those arguments.
+def CoAtNet0(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None, classes=1000,
+             classifier_activation="softmax", include_preprocessing=True, name=None, drop_path_rate=0.0,
+             dropout_rate=0.0):
+    return _paper_model(0, **locals())
+
+
+def CoAtNet1(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None, classes=1000,
+             classifier_activation="softmax", include_preprocessing=True, name=None, drop_path_rate=0.0,
+             dropout_rate=0.0):
+    return _paper_model(1, **locals())
+
+
+def CoAtNet2(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None, classes=1000,
+             classifier_activation="softmax", include_preprocessing=True, name=None, drop_path_rate=0.0,
+             dropout_rate=0.0):
+    return _paper_model(2, **locals())
+
+
+def CoAtNet3(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None, classes=1000,
+             classifier_activation="softmax", include_preprocessing=True, name=None, drop_path_rate=0.0,
+             dropout_rate=0.0):
+    return _paper_model(3, **locals())
+
+
+def CoAtNet4(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None, classes=1000,
+             classifier_activation="softmax", include_preprocessing=True, name=None, drop_path_rate=0.0,
+             dropout_rate=0.0):
+    return _paper_model(4, **locals())
+
+
+def CoAtNet5(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None, classes=1000,
+             classifier_activation="softmax", include_preprocessing=True, name=None, drop_path_rate=0.0,
+             dropout_rate=0.0):
+    return _paper_model(5, **locals())
+
+
+def CoAtNet6(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None, classes=1000,
+             classifier_activation="softmax", include_preprocessing=True, name=None, drop_path_rate=0.0,
+             dropout_rate=0.0):
+    return _paper_model(6, **locals())
+
+
+def CoAtNet7(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None, classes=1000,
+             classifier_activation="softmax", include_preprocessing=True, name=None, drop_path_rate=0.0,
+             dropout_rate=0.0):
+    return _paper_model(7, **locals())
+
+
+def _docstring(index):
+    cfg = PAPER_CONFIGS[f"coatnet_{index}"]
+    dims = ", ".join(str(d) if isinstance(d, int) else f"{d[0]} then {d[-1]}" for d in cfg["embed_dim"])
+    timm = f"coatnet_{index}_224"
+    return BASE_DOCSTRING.format(
+        title=f"CoAtNet-{index}", fn=f"CoAtNet{index}", stem=cfg["stem_width"], dims=f"({dims})",
+        depths=cfg["depths"], timm=f"; the same network as timm's `{timm}`" if timm in MODELS else "")
+
+
+for _i, _fn in enumerate((CoAtNet0, CoAtNet1, CoAtNet2, CoAtNet3, CoAtNet4, CoAtNet5, CoAtNet6, CoAtNet7)):
+    _fn.__doc__ = _docstring(_i)

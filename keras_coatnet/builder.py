@@ -10,6 +10,7 @@ from keras import layers
 
 from keras_coatnet.config import block_plan, resolve_config
 from keras_coatnet.layers import MBConvBlock, Stem, TransformerBlock
+from keras_coatnet.layers.common import norm_layer
 from keras_coatnet.preprocessing import Normalize
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -104,9 +105,7 @@ def add_head(x, cfg, include_top=True, pooling=None, classes=1000, classifier_ac
     """timm's head on the last feature map x [B, h, w, C]: final norm (or, with `head_hidden_size`, pool ->
     norm -> tanh pre-logits), then the classifier; or, without top, the feature map, optionally pooled."""
     t = cfg["transformer_cfg"]
-    norm = lambda n: (layers.BatchNormalization(epsilon=t["norm_eps"], momentum=0.9, name=n, dtype="float32")
-                      if t["norm_layer"].startswith("batchnorm") else
-                      layers.LayerNormalization(epsilon=t["norm_eps"], name=n, dtype="float32"))
+    norm = lambda n: norm_layer(t["norm_layer"], t["norm_eps"], n, keras.DTypePolicy("float32"))
     hidden = cfg["head_hidden_size"]
     if not hidden:
         x = norm("norm")(x)

@@ -12,6 +12,7 @@ import os
 import numpy as np
 from keras import layers
 
+from keras_coatnet import _compat
 from keras_coatnet.layers import LayerScale, RelativePositionBias
 
 log = logging.getLogger("keras_coatnet")
@@ -50,12 +51,12 @@ def read_safetensors(path):
 
 def _walk(layer, path):
     yield path, layer
-    for sub in layer._flatten_layers(include_self=False, recursive=False):
+    for sub in _compat.sublayers(layer):
         yield from _walk(sub, f"{path}.{sub.name}")
 
 
 def _own_variables(layer):
-    sub_ids = {id(v) for sub in layer._flatten_layers(include_self=False, recursive=True) for v in sub.weights}
+    sub_ids = {id(v) for sub in _compat.sublayers(layer, recursive=True) for v in sub.weights}
     return [v for v in layer.weights if id(v) not in sub_ids]
 
 
@@ -170,7 +171,3 @@ def load_state_dict(model, state_dict, skip=(), source=""):
         variable.assign(value.astype(variable.dtype) if hasattr(value, "astype") else value)
     return sorted(targets)
 
-
-def load_timm_weights(model, path, skip=()):
-    """Loads a timm `.safetensors` checkpoint file into `model` (see `load_state_dict`)."""
-    return load_state_dict(model, read_safetensors(path), skip=skip, source=path)

@@ -98,10 +98,3 @@ SMALL_CONFIGS = {
     "coatnet_micro": _paper(16, (24, 48, 64, 96), (1, 1, 2, 1), head=96),
 }
 
-# Published paper results (Table 3 and Sec. 4 of the paper), shown in the README and model list.
-PAPER_RESULTS = {
-    "coatnet_0": {"params_m": 25, "gflops": 4.2, "top1": 81.6},
-    "coatnet_1": {"params_m": 42, "gflops": 8.4, "top1": 83.3},
-    "coatnet_2": {"params_m": 75, "gflops": 15.7, "top1": 84.1},
-    "coatnet_3": {"params_m": 168, "gflops": 34.7, "top1": 84.5},
-}

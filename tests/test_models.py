@@ -178,3 +178,24 @@ def test_preprocess_input_matches_builtin_preprocessing(micro):
     inner = kc.create_model("coatnet_micro", input_shape=(64, 64, 3), classes=10, include_preprocessing=False)
     inner.set_weights(micro.get_weights())
     np.testing.assert_allclose(inner.predict(kc.preprocess_input(x), verbose=0), raw, atol=1e-6)
+
+
+APPLICATIONS_ARGS = {"include_top": True, "weights": None, "input_tensor": None, "input_shape": None,
+                     "pooling": None, "classes": 1000, "classifier_activation": "softmax",
+                     "include_preprocessing": True, "name": None, "drop_path_rate": 0.0, "dropout_rate": 0.0}
+
+
+@pytest.mark.parametrize("index", range(8))
+def test_paper_constructors_have_the_applications_signature_and_args(index):
+    import inspect
+    import pydoc
+
+    fn = getattr(kc, f"CoAtNet{index}")
+    params = inspect.signature(fn).parameters
+    assert {k: p.default for k, p in params.items()} == APPLICATIONS_ARGS
+    assert all(p.kind is p.POSITIONAL_OR_KEYWORD for p in params.values())
+    doc = fn.__doc__
+    assert f"CoAtNet-{index}" in doc and f'"CoAtNet{index}"' in doc and "\nArgs:\n" in doc and "Returns:" in doc
+    for arg in APPLICATIONS_ARGS:
+        assert f"\n    {arg}: " in doc, arg
+    assert "**kwargs" not in pydoc.render_doc(fn)

@@ -3,6 +3,7 @@
 CLI:    python -m training.train --preset digits --output-dir runs/digits
 Python: training.train.run({"preset": "digits", "output_dir": "runs/digits"}) -> dict
 """
+import importlib.util
 import json
 import logging
 import os
@@ -10,8 +11,6 @@ import shutil
 import sys
 import time
 import warnings
-
-from training import config as config_lib
 
 log = logging.getLogger("training")
 
@@ -142,6 +141,8 @@ def run(config=None, callbacks=()):
     timings) plus paths: best_model, last_model, history_csv, curves_png, metrics_json, ...
     Raises TrainingDiverged on a NaN/Inf loss (best/last checkpoints are kept).
     """
+    from training import config as config_lib
+
     cfg = config_lib.resolve(config)
     import tensorflow as tf
 
@@ -272,8 +273,18 @@ def _summary(results):
     return "\n".join(f"{k}: {results[k]}" for k in keys if k in results)
 
 
+# What the `train` extra brings that keras-coatnet-train needs: {module: pip name}.
+TRAIN_EXTRA = {"yaml": "pyyaml", "sklearn": "scikit-learn", "matplotlib": "matplotlib"}
+
+
 def main(argv=None):
     """CLI entry point (keras-coatnet-train). Errors are one line unless --debug."""
+    missing = [pip for module, pip in TRAIN_EXTRA.items() if importlib.util.find_spec(module) is None]
+    if missing:
+        print(f"error: {', '.join(missing)} not installed; keras-coatnet-train needs the train extra: "
+              "pip install 'keras-coatnet[train]'", file=sys.stderr)
+        return 2
+    from training import config as config_lib
     from training.callbacks import TrainingDiverged
     from training.strategy import StrategyUnavailable
 

@@ -8,6 +8,8 @@ import keras
 import numpy as np
 from keras import layers, ops
 
+from keras_coatnet import _compat
+
 PACKAGE = "keras_coatnet"
 
 
@@ -102,7 +104,7 @@ def freeze_sublayers_if_frozen(layer):
     passes it on to the sub-layers, which the model would otherwise train. (`layer.trainable = False`
     cannot: on TensorFlow, assigning an attribute its current value skips the setter.)"""
     if not layer.trainable:
-        for sub in layer._flatten_layers(include_self=False, recursive=False):
+        for sub in _compat.sublayers(layer):
             sub.trainable = False
 
 
@@ -111,9 +113,7 @@ class CompositeLayer(layers.Layer):
     right shapes; Keras calls `build` alone when it re-creates a saved model from its config."""
 
     def build(self, input_shape):
-        from keras.src.backend import compute_output_spec
-
-        compute_output_spec(self.call, keras.KerasTensor(input_shape, dtype=self.compute_dtype))
+        _compat.compute_output_spec(self.call, keras.KerasTensor(input_shape, dtype=self.compute_dtype))
         freeze_sublayers_if_frozen(self)
 
 
