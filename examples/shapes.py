@@ -4,6 +4,8 @@ import os
 
 import numpy as np
 
+from keras_coatnet.atomic import atomic_path
+
 # class name -> (shape, base RGB color)
 CLASSES = {"circle": ("circle", (220, 60, 50)), "square": ("square", (50, 180, 70)),
            "triangle": ("triangle", (60, 90, 220))}
@@ -46,5 +48,6 @@ def write_shapes_folder(root, per_class=12, size=64, classes=None, seed=0):
         os.makedirs(os.path.join(root, name), exist_ok=True)
         shape, color = CLASSES[name]
         for i in range(per_class):
-            draw(shape, color, size, rng).save(os.path.join(root, name, f"{name}_{i:03d}.png"))
+            with atomic_path(os.path.join(root, name, f"{name}_{i:03d}.png")) as tmp:
+                draw(shape, color, size, rng).save(tmp)
     return names
