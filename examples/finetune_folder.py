@@ -48,6 +48,8 @@ def build_parser():
     p.add_argument("--int8-min-agreement", type=float, default=None, metavar="F",
                    help="top-1 agreement with Keras the int8 file must reach on the folder's images (default: "
                         "export's 0.98; with 30 images one differing image is already 0.967)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of training and of the int8 calibration / held-out sampling (default 0)")
     p.add_argument("--runs-dir", default="runs", help="parent of the run folder (default runs)")
     p.add_argument("--fast", action="store_true", help="a quick run: 3 epochs")
     p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
@@ -75,7 +77,7 @@ def check_args(args):
 def training_config(args, data_dir, run_dir):
     cfg = {**RECIPE, "model": args.model, "train_data": data_dir, "image_size": args.image_size,
            "weights": args.weights, "freeze_backbone": bool(args.freeze_backbone), "epochs": args.epochs,
-           "batch_size": args.batch_size, "lr": args.lr, "output_dir": run_dir,
+           "batch_size": args.batch_size, "lr": args.lr, "output_dir": run_dir, "seed": args.seed,
            "verbose": 1 if sys.stdout.isatty() else 2}
     if args.fast:
         cfg.update(FAST)
@@ -118,7 +120,7 @@ def run(args):
         from export import export_model
 
         report = export_model(out["model"], run_dir, formats=["int8"], calibration_source=data_dir,
-                              uint8_input=True, labels=classes, progress=steps.log,
+                              uint8_input=True, labels=classes, progress=steps.log, seed=args.seed,
                               thresholds=None if args.int8_min_agreement is None else {"int8": args.int8_min_agreement})
         out["int8_tflite"] = report["formats"]["int8"]["path"]
         out["int8_agreement"] = report["formats"]["int8"]["top1_agreement"]
