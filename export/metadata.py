@@ -60,9 +60,11 @@ def read(tflite_bytes):
         if o:
             start = buffer.Vector(o)
             data = bytes(buf[start:start + buffer.VectorLen(o)])
-        else:  # large models keep buffer data after the flatbuffer (offset, size)
+        elif buffer.Offset(_BUFFER_OFFSET) and buffer.Offset(_BUFFER_SIZE):  # data after the flatbuffer (>2 GB)
             offset = buffer.Get(number_types.Uint64Flags, buffer.Pos + buffer.Offset(_BUFFER_OFFSET))
             size = buffer.Get(number_types.Uint64Flags, buffer.Pos + buffer.Offset(_BUFFER_SIZE))
             data = bytes(buf[offset:offset + size])
+        else:
+            return None
         return json.loads(data.decode("utf-8"))
     return None
