@@ -24,7 +24,7 @@ WEIGHT_SUFFIXES = (".weights.h5", ".h5", ".safetensors", ".keras")
 RECIPE = {"dataset": "folder", "randaugment_ops": 0, "mixup_alpha": 0.0, "cutmix_alpha": 0.0, "label_smoothing": 0.0,
           "rrc_scale": [0.6, 1.0], "drop_path_rate": 0.0, "warmup_epochs": 1, "lr_scaling": "none",
           "val_fraction": 0.2, "backup": False}
-FAST = {"epochs": 3}
+FAST = {"epochs": 5}
 SHAPES_PER_CLASS = 40  # --make-shapes: 120 images, so int8 is validated on 60 held-out images, not a handful
 
 
@@ -41,7 +41,7 @@ def build_parser():
     p.add_argument("--freeze-backbone", action="store_true", help="train only the classifier head")
     p.add_argument("--model", default="coatnet_micro", help="keras_coatnet model name (default coatnet_micro)")
     p.add_argument("--image-size", type=int, default=64, help="input size, a multiple of 32 (default 64)")
-    p.add_argument("--epochs", type=int, default=10, help="training epochs (default 10; --fast: 3)")
+    p.add_argument("--epochs", type=int, default=10, help="training epochs (default 10; --fast: 5)")
     p.add_argument("--batch-size", type=int, default=16, help="batch size (default 16)")
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
     p.add_argument("--export-int8", action="store_true",
@@ -52,7 +52,7 @@ def build_parser():
     p.add_argument("--seed", type=int, default=0,
                    help="seed of training and of the int8 calibration / held-out sampling (default 0)")
     p.add_argument("--runs-dir", default="runs", help="parent of the run folder (default runs)")
-    p.add_argument("--fast", action="store_true", help="a quick run: 3 epochs")
+    p.add_argument("--fast", action="store_true", help="a quick run: 5 epochs")
     p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     return p
 
