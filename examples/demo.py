@@ -13,7 +13,6 @@ import time
 
 from examples.cli import Steps, format_seconds, run_main
 from examples.rundir import new_run_dir
-from keras_coatnet.atomic import write_text
 
 PROG = "python -m examples.demo"
 FORMATS = ("fp32", "int8")
@@ -189,6 +188,8 @@ def run(args):
     }
     report["wall_time_s"] = round(steps.elapsed(), 1)
     write_model_card(report, report["artifacts"]["model_card"])
+    from keras_coatnet.atomic import write_text
+
     write_text(report["artifacts"]["report"], json.dumps(report, indent=2))
     print(final_text(report), flush=True)
     return report

@@ -15,7 +15,6 @@ import sys
 
 from examples.cli import Steps, run_main
 from examples.rundir import new_run_dir
-from keras_coatnet.atomic import write_text
 
 PROG = "python -m examples.finetune_folder"
 WEIGHT_SUFFIXES = (".weights.h5", ".h5", ".safetensors", ".keras")
@@ -104,6 +103,8 @@ def run(args):
     paths, labels, classes = list_image_folder(data_dir)
     steps.log(f"{len(paths)} images, {len(classes)} classes: {', '.join(classes)}")
     labels_path = os.path.join(run_dir, "labels.txt")
+    from keras_coatnet.atomic import write_text
+
     write_text(labels_path, "\n".join(classes) + "\n")
 
     cfg = training_config(args, data_dir, run_dir)

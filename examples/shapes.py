@@ -4,8 +4,6 @@ import os
 
 import numpy as np
 
-from keras_coatnet.atomic import atomic_path
-
 # class name -> (shape, base RGB color)
 CLASSES = {"circle": ("circle", (220, 60, 50)), "square": ("square", (50, 180, 70)),
            "triangle": ("triangle", (60, 90, 220))}
@@ -43,6 +41,8 @@ def write_shapes_folder(root, per_class=12, size=64, classes=None, seed=0):
         raise ValueError(f"unknown shape class(es) {unknown}; allowed: {sorted(CLASSES)}")
     if per_class < 1:
         raise ValueError(f"per_class={per_class} must be >= 1")
+    from keras_coatnet.atomic import atomic_path
+
     rng = np.random.default_rng(seed)
     for name in names:
         os.makedirs(os.path.join(root, name), exist_ok=True)
