@@ -16,6 +16,15 @@ def _is_user_error(exc):
                                                           "StrategyUnavailable"})
 
 
+# The project's exit codes: 0 ok, 1 validation / accuracy target missed, 2 bad input or environment, 3 diverged.
+EXIT_CODES = {"ValidationError": 1, "AccuracyTargetMissed": 1, "TrainingDiverged": 3}
+
+
+def exit_code(exc):
+    """1 for a missed validation / accuracy target, 3 for diverged training, else 2 (bad input / environment)."""
+    return next((EXIT_CODES[cls.__name__] for cls in type(exc).__mro__ if cls.__name__ in EXIT_CODES), 2)
+
+
 def one_line(exc):
     """The first non-empty line of an exception's message (its type name if it has none)."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
@@ -25,7 +34,8 @@ def one_line(exc):
 def run_main(prog, parser, body, argv=None):
     """Parses argv with ``parser`` (which must define --debug) and calls ``body(args)`` -> exit code.
 
-    Any exception becomes one line on stderr (exit 2; 130 on Ctrl-C) unless --debug is given."""
+    Any exception becomes one line on stderr unless --debug is given; exit code from ``exit_code`` (130 on
+    Ctrl-C)."""
     args = parser.parse_args(argv)
     try:
         return int(body(args) or 0)
@@ -39,7 +49,7 @@ def run_main(prog, parser, body, argv=None):
             raise
         hint = "" if _is_user_error(e) else f" ({type(e).__name__}; rerun with --debug for the traceback)"
         print(f"{prog}: error: {one_line(e)}{hint}", file=sys.stderr)
-        return 2
+        return exit_code(e)
 
 
 class Steps:

@@ -188,8 +188,9 @@ def run(args):
     }
     report["wall_time_s"] = round(steps.elapsed(), 1)
     write_model_card(report, report["artifacts"]["model_card"])
-    with open(report["artifacts"]["report"], "w") as f:
-        json.dump(report, f, indent=2)
+    from keras_coatnet.atomic import write_text
+
+    write_text(report["artifacts"]["report"], json.dumps(report, indent=2))
     print(final_text(report), flush=True)
     return report
 

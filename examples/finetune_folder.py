@@ -23,7 +23,8 @@ WEIGHT_SUFFIXES = (".weights.h5", ".h5", ".safetensors", ".keras")
 RECIPE = {"dataset": "folder", "randaugment_ops": 0, "mixup_alpha": 0.0, "cutmix_alpha": 0.0, "label_smoothing": 0.0,
           "rrc_scale": [0.6, 1.0], "drop_path_rate": 0.0, "warmup_epochs": 1, "lr_scaling": "none",
           "val_fraction": 0.2, "backup": False}
-FAST = {"epochs": 3}
+FAST = {"epochs": 5}
+SHAPES_PER_CLASS = 40  # --make-shapes: 120 images, so int8 is validated on 60 held-out images, not a handful
 
 
 def build_parser():
@@ -39,7 +40,7 @@ def build_parser():
     p.add_argument("--freeze-backbone", action="store_true", help="train only the classifier head")
     p.add_argument("--model", default="coatnet_micro", help="keras_coatnet model name (default coatnet_micro)")
     p.add_argument("--image-size", type=int, default=64, help="input size, a multiple of 32 (default 64)")
-    p.add_argument("--epochs", type=int, default=10, help="training epochs (default 10; --fast: 3)")
+    p.add_argument("--epochs", type=int, default=10, help="training epochs (default 10; --fast: 5)")
     p.add_argument("--batch-size", type=int, default=16, help="batch size (default 16)")
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
     p.add_argument("--export-int8", action="store_true",
@@ -47,8 +48,10 @@ def build_parser():
     p.add_argument("--int8-min-agreement", type=float, default=None, metavar="F",
                    help="top-1 agreement with Keras the int8 file must reach on the folder's images (default: "
                         "export's 0.98; with 30 images one differing image is already 0.967)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of training and of the int8 calibration / held-out sampling (default 0)")
     p.add_argument("--runs-dir", default="runs", help="parent of the run folder (default runs)")
-    p.add_argument("--fast", action="store_true", help="a quick run: 3 epochs")
+    p.add_argument("--fast", action="store_true", help="a quick run: 5 epochs")
     p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     return p
 
@@ -74,7 +77,7 @@ def check_args(args):
 def training_config(args, data_dir, run_dir):
     cfg = {**RECIPE, "model": args.model, "train_data": data_dir, "image_size": args.image_size,
            "weights": args.weights, "freeze_backbone": bool(args.freeze_backbone), "epochs": args.epochs,
-           "batch_size": args.batch_size, "lr": args.lr, "output_dir": run_dir,
+           "batch_size": args.batch_size, "lr": args.lr, "output_dir": run_dir, "seed": args.seed,
            "verbose": 1 if sys.stdout.isatty() else 2}
     if args.fast:
         cfg.update(FAST)
@@ -89,7 +92,7 @@ def run(args):
     if args.make_shapes:
         from examples.shapes import write_shapes_folder
 
-        write_shapes_folder(args.make_shapes)
+        write_shapes_folder(args.make_shapes, per_class=SHAPES_PER_CLASS, seed=args.seed)
         data_dir = args.make_shapes
     run_dir = new_run_dir(args.runs_dir, prefix="finetune-")
     print(f"fine-tuning {args.model} on {data_dir} -> {run_dir}", flush=True)
@@ -100,8 +103,9 @@ def run(args):
     paths, labels, classes = list_image_folder(data_dir)
     steps.log(f"{len(paths)} images, {len(classes)} classes: {', '.join(classes)}")
     labels_path = os.path.join(run_dir, "labels.txt")
-    with open(labels_path, "w") as f:
-        f.write("\n".join(classes) + "\n")
+    from keras_coatnet.atomic import write_text
+
+    write_text(labels_path, "\n".join(classes) + "\n")
 
     cfg = training_config(args, data_dir, run_dir)
     start = f"from {args.weights}" if args.weights else "from random weights (no --weights)"
@@ -118,7 +122,7 @@ def run(args):
         from export import export_model
 
         report = export_model(out["model"], run_dir, formats=["int8"], calibration_source=data_dir,
-                              uint8_input=True, labels=classes, progress=steps.log,
+                              uint8_input=True, labels=classes, progress=steps.log, seed=args.seed,
                               thresholds=None if args.int8_min_agreement is None else {"int8": args.int8_min_agreement})
         out["int8_tflite"] = report["formats"]["int8"]["path"]
         out["int8_agreement"] = report["formats"]["int8"]["top1_agreement"]

@@ -111,6 +111,7 @@ def render(report):
 
 
 def write_model_card(report, path):
-    with open(path, "w") as f:
-        f.write(render(report))
+    from keras_coatnet.atomic import write_text
+
+    write_text(path, render(report))
     return path

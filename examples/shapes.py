@@ -41,10 +41,13 @@ def write_shapes_folder(root, per_class=12, size=64, classes=None, seed=0):
         raise ValueError(f"unknown shape class(es) {unknown}; allowed: {sorted(CLASSES)}")
     if per_class < 1:
         raise ValueError(f"per_class={per_class} must be >= 1")
+    from keras_coatnet.atomic import atomic_path
+
     rng = np.random.default_rng(seed)
     for name in names:
         os.makedirs(os.path.join(root, name), exist_ok=True)
         shape, color = CLASSES[name]
         for i in range(per_class):
-            draw(shape, color, size, rng).save(os.path.join(root, name, f"{name}_{i:03d}.png"))
+            with atomic_path(os.path.join(root, name, f"{name}_{i:03d}.png")) as tmp:
+                draw(shape, color, size, rng).save(tmp)
     return names

@@ -2,10 +2,13 @@
 
     python -m examples.tflite_predict runs/<demo>/coatnet_micro_int8.tflite digit.png
 
-Needs only ai-edge-litert, numpy and pillow (no TensorFlow). The image is converted to RGB and resized
-to the model's input size; a uint8 input takes the bytes as they are, an int8 / float input gets them
-quantized / as floats. Scores are dequantized with the output's scale and zero point; labels.txt (line i =
-class i) is read from --labels or from next to the model.
+Needs only ai-edge-litert, numpy and pillow (no TensorFlow). The image is decoded to RGB (16-bit PNGs
+scaled to 8 bits, by ``export.images.decode_image``) and resized to the model's input size. What the input
+expects is read from the file's export metadata (``export.metadata``): raw 0-255 values, or
+(x / 255 - mean) / std for a float file of a model without its own normalization; an integer input with a
+scale gets those values quantized, one without (``--uint8-input``) the bytes as they are. Scores are
+dequantized with the output's scale and zero point. Labels come from --labels, else the file's metadata,
+else labels.txt next to the model (line i = class i). A file without export metadata is fed raw 0-255 values.
 """
 
 import argparse
@@ -48,29 +51,35 @@ def read_labels(path, num_classes):
 
 def load_image(path, height, width):
     """(1, height, width, 3) uint8 RGB, resized bilinearly as a camera pipeline would."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
+
+    from export.images import decode_image
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"image {path} not found")
-    try:
-        with Image.open(path) as im:
-            rgb = im.convert("RGB").resize((width, height), Image.BILINEAR)
-    except (UnidentifiedImageError, OSError) as e:
-        raise ValueError(f"cannot read image {path}: {e}") from None
+    rgb = Image.fromarray(decode_image(path)).resize((width, height), Image.BILINEAR)
     return np.asarray(rgb, np.uint8)[None]
 
 
-def to_input(pixels, detail):
-    """uint8 pixels -> the input tensor's dtype (uint8 as is; int8 quantized; float as 0-255 floats)."""
+def input_values(pixels, info):
+    """uint8 pixels -> the float values the input expects (``info``: the metadata "input" entry, or None)."""
+    x = pixels.astype(np.float32)
+    if info and info.get("values") == "normalized":
+        x = (x / 255.0 - np.asarray(info["mean"], np.float32)) / np.asarray(info["std"], np.float32)
+    return x
+
+
+def to_input(values, detail):
+    """Float input values -> the input tensor's dtype: quantized for an integer input with a scale, cast for
+    one without (raw uint8 bytes), as they are for a float input."""
     dtype = np.dtype(detail["dtype"])
-    if dtype == np.uint8:
-        return pixels
-    if dtype == np.int8:
+    if dtype.kind in "iu":
         scale, zero = detail["quantization"]
-        if not scale:
-            raise ValueError("the model's int8 input has no quantization parameters; cannot map pixels to it")
-        return np.clip(np.round(pixels.astype(np.float32) / scale + zero), -128, 127).astype(np.int8)
-    return pixels.astype(dtype)
+        if scale:
+            values = np.round(values / scale + zero)
+        info = np.iinfo(dtype)
+        return np.clip(np.round(values), info.min, info.max).astype(dtype)
+    return values.astype(dtype)
 
 
 def dequantize(scores, detail):
@@ -92,18 +101,28 @@ def predict(model_path, image_path, labels_path=None, top=5, threads=2):
         it.allocate_tensors()
     except (ValueError, RuntimeError) as e:
         raise ValueError(f"cannot load {model_path} as a TFLite model: {str(e).strip().splitlines()[0]}") from None
+    from export.metadata import read as read_metadata
+
+    with open(model_path, "rb") as f:
+        meta = read_metadata(f.read()) or {}
     inp, out = it.get_input_details()[0], it.get_output_details()[0]
     _, height, width, channels = inp["shape"]
     if channels != 3:
         raise ValueError(f"{model_path} takes {channels}-channel input; this example feeds RGB images")
-    labels = read_labels(labels_path or os.path.join(os.path.dirname(os.path.abspath(model_path)), "labels.txt"),
-                         int(out["shape"][-1]))
-    it.set_tensor(inp["index"], to_input(load_image(image_path, height, width), inp))
+    num_classes = int(out["shape"][-1])
+    if labels_path is None and len(meta.get("labels") or []) == num_classes:
+        labels = meta["labels"]
+    else:
+        labels = read_labels(labels_path or os.path.join(os.path.dirname(os.path.abspath(model_path)), "labels.txt"),
+                             num_classes)
+    values = input_values(load_image(image_path, height, width), meta.get("input"))
+    it.set_tensor(inp["index"], to_input(values, inp))
     it.invoke()
     scores = dequantize(it.get_tensor(out["index"]), out)[0]
     best = np.argsort(-scores, kind="stable")[:top]
     return {"top": [(labels[i], float(scores[i])) for i in best], "input_dtype": np.dtype(inp["dtype"]).name,
-            "output_dtype": np.dtype(out["dtype"]).name, "input_size": [int(height), int(width)]}
+            "output_dtype": np.dtype(out["dtype"]).name, "input_size": [int(height), int(width)],
+            "input_values": (meta.get("input") or {}).get("values", "raw_0_255 (no export metadata)")}
 
 
 def main(argv=None):

@@ -4,10 +4,18 @@
     report = export_model("model.keras", "out/", formats=["fp32", "int8"], calibration_source="digits")
 
 CLI: ``python -m export model.keras out/ --formats fp32,int8 --calibration digits`` (see the Export section of README.md).
+The names below are imported on first use, so ``export.images`` and ``export.metadata`` load without TensorFlow.
 """
 
-from export.api import export_model
-from export.errors import ExportError, ValidationError
-from export.formats import DEFAULT_FORMATS, FORMATS
+import importlib
+
+_LAZY = {"export_model": "export.api", "ExportError": "export.errors", "ValidationError": "export.errors",
+         "FORMATS": "export.formats", "DEFAULT_FORMATS": "export.formats"}
 
 __all__ = ["export_model", "ExportError", "ValidationError", "FORMATS", "DEFAULT_FORMATS"]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'export' has no attribute {name!r}")

@@ -1,7 +1,12 @@
 """CLI: ``python -m export MODEL.keras OUT_DIR [--formats ...] [--calibration digits|DIR|TFRECORD|CONFIG]``.
 
 Exits 0 when every requested format exported and validated, 1 when a format failed validation,
-2 on a bad request (missing / corrupt model, unknown format, bad size, no calibration images).
+2 on a bad request or environment (missing / corrupt model, unknown format, bad size, too few calibration
+images, an output folder that is a file or not writable: checked before converting), 130 on Ctrl-C.
+
+OUT_DIR may hold an earlier export: the files it listed in its report.json ("files", the manifest) and this
+model's format files that this export does not write are removed, so no other model's file stays beside the
+new labels.txt and report.json. Other files in OUT_DIR are left alone.
 """
 
 import argparse
@@ -16,14 +21,23 @@ def parse_args(argv=None):
 
     p = argparse.ArgumentParser(prog="python -m export", description=__doc__.splitlines()[0])
     p.add_argument("model", help="trained model saved with model.save('m.keras')")
-    p.add_argument("out_dir", help="folder for the exported files, labels.txt and report.json")
+    p.add_argument("out_dir", help="folder for the exported files, labels.txt and report.json (the manifest); an "
+                                   "earlier export's files there that this one does not write are removed")
     p.add_argument("--formats", default="all",
                    help=f"comma-separated, from {', '.join(FORMATS)} ('all' = every one but qat_int8)")
     p.add_argument("--calibration", default=None,
                    help="calibration / validation images: digits, an image folder, a TFRecord or a training "
                         "config (.yaml/.json); required for int8, int16x8, qat_int8")
-    p.add_argument("--num-calibration", type=int, default=64, help="calibration images (default 64)")
-    p.add_argument("--num-heldout", type=int, default=64, help="held-out validation images (default 64)")
+    p.add_argument("--num-calibration", type=int, default=64,
+                   help="calibration images, sampled across classes (default 64, at least 8)")
+    p.add_argument("--num-heldout", type=int, default=64,
+                   help="held-out validation images, disjoint from calibration (default 64, at least 1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the calibration / held-out sampling (default 0)")
+    p.add_argument("--input-mean", type=float, nargs=3, default=None, metavar=("R", "G", "B"),
+                   help="for a model without a Normalize layer (include_preprocessing=False): the mean its "
+                        "input was normalized with, 0-1 scale (timm CoAtNet 0.5 0.5 0.5; ImageNet 0.485 0.456 0.406)")
+    p.add_argument("--input-std", type=float, nargs=3, default=None, metavar=("R", "G", "B"),
+                   help="with --input-mean: the std (timm CoAtNet 0.5 0.5 0.5; ImageNet 0.229 0.224 0.225)")
     p.add_argument("--input-size", type=int, nargs="+", default=None, metavar="N",
                    help="H [W]: must be the model's size and a multiple of 32 (default: the model's)")
     p.add_argument("--uint8-input", action="store_true",
@@ -81,13 +95,19 @@ def main(argv=None):
             gelu=args.gelu, attention=args.attention, rel_bias=args.rel_bias, labels=args.labels,
             strict=not args.no_strict,
             thresholds=_thresholds(args.threshold), name=args.name, qat_epochs=args.qat_epochs,
-            progress=None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True)))
+            progress=None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True)),
+            input_mean=args.input_mean, input_std=args.input_std, seed=args.seed)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("export: interrupted", file=sys.stderr)
+        return 130
     except ValidationError as e:
         if args.debug:
             raise
         print(f"export: validation failed: {e}", file=sys.stderr)
         return 1
-    except (ExportError, FileNotFoundError, ValueError) as e:
+    except (ExportError, OSError, ValueError) as e:
         if args.debug:
             raise
         print(f"export: error: {e}", file=sys.stderr)

@@ -2,7 +2,7 @@
 
 Signature ``serving_default``: input ``image`` [1, H, W, 3] -> output ``probabilities`` [1, classes]
 (or ``logits``/``features`` when the model ends without a softmax). With ``uint8_input`` the input is raw RGB
-camera bytes (uint8) and any normalization the model expects is baked into the graph.
+camera bytes (uint8) and the normalization the model expects (``export.convention``) is baked into the graph.
 """
 
 import shutil
@@ -24,34 +24,24 @@ def output_name(model):
     return "probabilities" if getattr(act, "__name__", "") == "softmax" else "logits"
 
 
-def model_takes_raw_pixels(model):
-    """True if ``model`` normalizes inside (it takes 0-255 RGB), as keras_coatnet's include_preprocessing=True."""
-    for layer in model.layers[:4]:
-        name = type(layer).__name__.lower() + layer.name.lower()
-        if any(k in name for k in ("rescaling", "normalization", "preprocess")) and "batch" not in name \
-                and "layer_norm" not in name and "layernorm" not in name:
-            return True
-    return False
-
-
-def _normalizer(model):
-    """A function mapping 0-255 float RGB to the model's input convention."""
-    if model_takes_raw_pixels(model):
-        return lambda x: x
-    from keras_coatnet import preprocess_input
-
-    return preprocess_input
-
-
 class Serving:
     """The tf.function to export: ``forward`` (float NHWC in the model's convention -> output) at a fixed size."""
 
-    def __init__(self, model, forward, input_size, uint8_input=False):
+    def __init__(self, model, forward, input_size, uint8_input=False, convention=None):
+        from export.convention import input_convention
+
         self.model, self.forward, self.input_size, self.uint8_input = model, forward, tuple(input_size), uint8_input
         self.output_name = output_name(model)
         dtype = tf.uint8 if uint8_input else tf.float32
         self.input_spec = tf.TensorSpec((1, *self.input_size, 3), dtype, name=INPUT_NAME)
-        normalize = _normalizer(model) if uint8_input else None
+        if uint8_input:
+            convention = convention or input_convention(model)
+            if convention["normalized_inside"]:
+                normalize = lambda x: x  # noqa: E731 - the model's own Normalize layer does it
+            else:
+                mean = tf.constant(convention["mean"], tf.float32)
+                std = tf.constant(convention["std"], tf.float32)
+                normalize = lambda x: (x / 255.0 - mean) / std  # noqa: E731
 
         def serve(image):
             x = image

@@ -18,11 +18,50 @@ def atomic_path(final):
         yield tmp
         if not tmp.exists():
             raise FileNotFoundError(f"nothing was written for {final}")
-        if final.exists() and final.is_dir():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        replace(tmp, final)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+def replace(src, final):
+    """Moves file or folder ``src`` to ``final`` (same file system), replacing what is there."""
+    final = Path(final)
+    if final.is_dir() and not final.is_symlink():
+        shutil.rmtree(final)
+    os.replace(src, final)
+
+
+def remove(path):
+    """Removes a file or folder if it exists; returns whether something was removed."""
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+        return True
+    if path.exists() or path.is_symlink():
+        path.unlink()
+        return True
+    return False
+
+
+def writable_folder(path):
+    """Creates folder ``path`` if needed and checks a file can be created in it; returns it as a Path.
+
+    Raises NotADirectoryError / PermissionError / OSError with a one-line message naming the problem."""
+    path = Path(path)
+    for p in (path, *path.parents):
+        if p.exists() or p.is_symlink():
+            if not p.is_dir():
+                where = "is a file" if p == path else f"is under {p}, which is a file"
+                raise NotADirectoryError(f"output folder {path} {where}")
+            break
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write_test.", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise type(e)(f"cannot write to output folder {path}: {e.strerror or e}") from None
+    return path
 
 
 def write_bytes(final, data):
@@ -35,3 +74,24 @@ def write_bytes(final, data):
 def write_text(final, text):
     """Writes ``text`` to ``final`` atomically; returns the path."""
     return write_bytes(final, text.encode("utf-8"))
+
+
+@contextlib.contextmanager
+def exit_on_sigterm():
+    """Within the block, SIGTERM raises SystemExit(143) (as Ctrl-C raises KeyboardInterrupt), so ``finally`` and
+    ``with`` clean-ups (temporary files and folders) run. Does nothing outside the main thread."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

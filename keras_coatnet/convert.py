@@ -5,8 +5,9 @@
 
 MODEL is a registered name (`keras_coatnet.list_models()`) or a JSON file holding a timm `MaxxVitCfg` dict
 (or a dict with `timm_cfg`, `img_size` and `num_classes`, like the test fixtures). Every tensor mapped is
-reported as `timm key -> keras variable path  timm shape -> keras shape`. Exit status 0 on success, 1 on
-error (one line on stderr; --debug shows the traceback), 2 on bad arguments.
+reported as `timm key -> keras variable path  timm shape -> keras shape`. The output appears whole or not at
+all (written to a temporary name in its folder, then renamed): a full disk keeps an earlier file of that name.
+Exit status 0 on success, 2 on bad input or environment (one line on stderr; --debug shows the traceback).
 """
 
 import argparse
@@ -15,6 +16,8 @@ import logging
 import math
 import os
 import sys
+import tempfile
+import zipfile
 
 OUTPUT_SUFFIXES = (".weights.h5", ".keras")
 
@@ -90,18 +93,34 @@ def report(model, state_shapes, keys, out=None):
         print(f"{key} -> {variable.path}  {list(state_shapes[key])} -> {list(variable.shape)}", file=out or sys.stdout)
 
 
+def save(model, output):
+    """Saves ``model`` to ``output`` (.keras or .weights.h5) atomically.
+
+    The .weights.h5 is the weights file of a .keras archive (the same HDF5 layout ``save_weights`` writes), built
+    in memory: HDF5 writing straight to a file crashes the process when the disk fills up (exit 139)."""
+    from keras_coatnet.atomic import atomic_path, write_bytes
+
+    if output.endswith(".keras"):
+        with atomic_path(output) as tmp:
+            model.save(str(tmp))
+        return
+    folder = os.path.dirname(os.path.abspath(output))
+    os.makedirs(folder, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".convert.", suffix=".tmp", dir=folder) as tmp:
+        archive_path = os.path.join(tmp, "weights.keras")
+        model.save(archive_path)
+        with zipfile.ZipFile(archive_path) as archive:
+            data = archive.read("model.weights.h5")
+    write_bytes(output, data)
+
+
 def convert(args):
     from keras_coatnet.pretrained import read_header
 
     model, keys = build(args)
     if not args.quiet:
         report(model, read_header(args.checkpoint), keys)
-    folder = os.path.dirname(os.path.abspath(args.output))
-    os.makedirs(folder, exist_ok=True)
-    if args.output.endswith(".keras"):
-        model.save(args.output)
-    else:
-        model.save_weights(args.output)
+    save(model, args.output)
     params = sum(math.prod(v.shape) for v in model.weights)
     print(f"Converted {len(keys)} tensors ({params:,} values) from {args.checkpoint} to {args.output} "
           f"({model.name}, input {tuple(model.input_shape[1:])}).")
@@ -117,7 +136,7 @@ def main(argv=None):
         if args.debug:
             raise
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return 2
     return 0
 
 

@@ -85,7 +85,7 @@ def test_registered_name_at_another_size_loads_in_create_model(tmp_path, monkeyp
     ([CONFIG, CHECKPOINT, "x.h5"], "error: Output must end in .weights.h5 or .keras; got 'x.h5'."),
 ])
 def test_errors_are_one_line(argv, message, capsys):
-    assert convert.main(argv) == 1
+    assert convert.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(message)
 
@@ -102,6 +102,6 @@ def test_debug_raises_and_bad_size_is_a_usage_error(capsys):
 def test_module_entry_point_exit_status(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "keras_coatnet.convert", CONFIG, str(tmp_path / "none.safetensors"),
                            str(tmp_path / "x.weights.h5")], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("error: Weights file not found")

@@ -98,8 +98,11 @@ def test_finetune_from_weights_export_int8_then_predict_like_a_phone_app(tmp_pat
     assert r.returncode == 0, r.stderr[-3000:]
     (run_dir,) = glob.glob(str(tmp_path / "runs" / "finetune-*"))
     assert open(os.path.join(run_dir, "labels.txt")).read() == "circle\nsquare\ntriangle\n"
-    export = json.load(open(os.path.join(run_dir, "report.json")))["formats"]["int8"]
-    assert export["passed"] and export["n"] == 30 and export["top1_agreement"] >= 0.9
+    report = json.load(open(os.path.join(run_dir, "report.json")))
+    export = report["formats"]["int8"]
+    assert export["passed"] and export["n"] == 15 and export["top1_agreement"] >= 0.9  # held out: half, disjoint
+    assert report["heldout_per_class"] == {"circle": 5, "square": 5, "triangle": 5}
+    assert report["calibration_per_class"] == {"circle": 5, "square": 5, "triangle": 5}
 
     # The backbone came from the weights file and stayed frozen; the head learned.
     tuned = keras.models.load_model(os.path.join(run_dir, "best.keras"), compile=False)

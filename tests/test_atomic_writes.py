@@ -1,0 +1,36 @@
+"""Files appear whole or not at all: keras_coatnet.convert on a full disk (an RLIMIT_FSIZE-limited process)
+leaves no partial file and keeps the earlier good one."""
+
+import os
+import resource
+import subprocess
+import sys
+
+import pytest
+
+HERE = os.path.dirname(__file__)
+FIXTURE = os.path.join(HERE, "fixtures", "timm", "tiny_coatnet_rmlp_nano_rw")
+CONFIG, CHECKPOINT = os.path.join(FIXTURE, "config.json"), os.path.join(FIXTURE, "model.safetensors")
+
+
+def _convert(output, max_file_bytes=None):
+    def limit():
+        if max_file_bytes:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_bytes, max_file_bytes))
+
+    return subprocess.run([sys.executable, "-m", "keras_coatnet.convert", CONFIG, CHECKPOINT, str(output), "--quiet"],
+                          capture_output=True, text=True, timeout=300, preexec_fn=limit,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+
+
+@pytest.mark.parametrize("name", ["model.keras", "model.weights.h5"])
+def test_full_disk_keeps_the_earlier_file_and_leaves_no_partial_one(tmp_path, name):
+    out = tmp_path / name
+    good = _convert(out)
+    assert good.returncode == 0, good.stderr
+    before = out.read_bytes()
+    full = _convert(out, max_file_bytes=len(before) // 2)
+    assert full.returncode == 2, (full.returncode, full.stderr[-2000:])
+    assert full.stderr.strip().splitlines()[-1].startswith("error: ") and "Traceback" not in full.stderr
+    assert out.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
