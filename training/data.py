@@ -13,7 +13,7 @@ from typing import Callable, Optional
 import numpy as np
 import tensorflow as tf
 
-from training.augment import RandomResizedCrop, batch_augmenter, eval_resize
+from training.augment import RandomResizedCrop, batch_augmenter, eval_resize, stream_seed
 
 log = logging.getLogger("training")
 AUTOTUNE = tf.data.AUTOTUNE
@@ -292,7 +292,7 @@ def pipeline(split, cfg, global_batch, num_classes, training, nan_at_step=None):
     size = int(cfg["image_size"])
     ds = split.ds
     if training:
-        crop = RandomResizedCrop(size, size, cfg["rrc_scale"], cfg["rrc_ratio"], seed=cfg["seed"])
+        crop = RandomResizedCrop(size, size, cfg["rrc_scale"], cfg["rrc_ratio"], seed=stream_seed(cfg["seed"], "crop"))
         ds = ds.shuffle(min(split.count, 16384), seed=cfg["seed"], reshuffle_each_iteration=True).repeat()
         ds = ds.map(lambda raw, y: (crop(split.decode(raw)), y), num_parallel_calls=AUTOTUNE)
         ds = ds.ignore_errors(log_warning=True).batch(global_batch, drop_remainder=True)
