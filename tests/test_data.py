@@ -120,3 +120,41 @@ def test_mixup_makes_soft_labels():
     np.testing.assert_allclose(y.numpy().sum(axis=1), 1.0, atol=1e-5)
     assert (y.numpy().max(axis=1) < 0.999).any()  # mixed, not one-hot
     assert 0.0 <= float(tf.reduce_min(x)) and float(tf.reduce_max(x)) <= 255.0
+
+
+def _crop_boxes(seed, n=400, size=64):
+    """(y0, x0, h, w) of n crops drawn inside tf.data from an image whose pixels encode (row, col)."""
+    rows, cols = np.meshgrid(np.arange(size), np.arange(size), indexing="ij")
+    image = np.stack([rows, cols, np.zeros_like(rows)], -1).astype("float32")
+    crop = RandomResizedCrop(size, size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), seed=seed)
+    ds = tf.data.Dataset.from_tensors(image).repeat(n).map(crop._crop_one)
+    boxes = np.array([(o[..., 0].min(), o[..., 1].min(), o[..., 0].max(), o[..., 1].max())
+                      for o in ds.as_numpy_iterator()])
+    return boxes[:, 0], boxes[:, 1], boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+
+
+def test_random_resized_crop_draws_are_independent_inside_tf_data():
+    y0, x0, h, w = _crop_boxes(seed=0)
+    assert abs(np.corrcoef(h * w, w / np.maximum(h, 1))[0, 1]) < 0.1  # area vs aspect ratio
+    # Offsets as a fraction of their range (each uniform; raw offsets correlate through the box size).
+    free = (h < 63) & (w < 63)
+    assert abs(np.corrcoef(y0[free] / (63 - h[free]), x0[free] / (63 - w[free]))[0, 1]) < 0.1
+    assert np.mean(y0 == x0) < 0.1  # not on the diagonal (same offset both ways; ~7% by chance)
+    again = _crop_boxes(seed=0)
+    np.testing.assert_array_equal(np.stack([y0, x0, h, w]), np.stack(again))  # reproducible from the seed
+
+
+def test_augmentation_layers_draw_from_different_streams():
+    import keras
+
+    cfg = _cfg(hflip=True, randaugment_ops=2, random_erasing=0.5, mixup_alpha=0.8, cutmix_alpha=1.0)
+    augment = batch_augmenter(cfg, 5)
+    layers = augment.layers
+    assert len(layers) >= 5, layers  # flip, RandAugment (and each of its ops), erasing, MixUp, CutMix
+    draws = {lay.name: keras.ops.convert_to_numpy(keras.random.uniform([16], seed=lay.generator))
+             for lay in layers}
+    assert len(draws) == len(layers)
+    names = sorted(draws)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            assert not np.allclose(draws[a], draws[b]), (a, b)

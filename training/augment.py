@@ -1,9 +1,32 @@
 """Input-pipeline augmentation: Keras layers where they exist, small ones where not.
 
-All layers take NHWC float images in [0, 255].
+All layers take NHWC float images in [0, 255]. Every random draw has its own stream: one seed per layer
+(and per RandAugment op), derived from the run's seed by `stream_seed`, so draws are independent and
+reproducible with --deterministic --seed.
 """
+import hashlib
+
 import keras
 import tensorflow as tf
+
+
+def stream_seed(seed, stream):
+    """An integer seed in [0, 2**31) for the named random stream of run seed `seed` (None stays None)."""
+    if seed is None:
+        return None
+    return int.from_bytes(hashlib.sha256(f"{int(seed)}:{stream}".encode()).digest()[:4], "little") >> 1
+
+
+def reseed(layer, seed):
+    """Give a Keras preprocessing layer, and each random sub-layer it holds (RandAugment's ops), its own
+    stream derived from `seed`; Keras passes one seed to all of them. Returns the layers reseeded."""
+    done = []
+    for name, sub in [("", layer)] + sorted((k, v) for k, v in vars(layer).items()
+                                            if isinstance(v, keras.layers.Layer) and hasattr(v, "generator")):
+        sub.seed = stream_seed(seed, f"{layer.name}.{name}")
+        sub.generator = keras.random.SeedGenerator(sub.seed)
+        done.append(sub)
+    return done
 
 
 class RandomResizedCrop(keras.layers.Layer):
@@ -25,9 +48,11 @@ class RandomResizedCrop(keras.layers.Layer):
         shape = tf.shape(image)
         h_img, w_img = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
         tries = 10
-        area = tf.random.uniform([tries], self.scale[0], self.scale[1], seed=self.seed) * h_img * w_img
+        # One op for all draws: in graph mode (tf.data) ops given the same op seed repeat one stream.
+        u = tf.random.uniform([2 * tries + 2], seed=self.seed)
+        area = (self.scale[0] + (self.scale[1] - self.scale[0]) * u[:tries]) * h_img * w_img
         log_r = tf.math.log(tf.constant(self.ratio, tf.float32))
-        r = tf.exp(tf.random.uniform([tries], log_r[0], log_r[1], seed=self.seed))
+        r = tf.exp(log_r[0] + (log_r[1] - log_r[0]) * u[tries:2 * tries])
         w = tf.round(tf.sqrt(area * r))
         h = tf.round(tf.sqrt(area / r))
         ok = (w >= 1) & (h >= 1) & (w <= w_img) & (h <= h_img)
@@ -35,8 +60,8 @@ class RandomResizedCrop(keras.layers.Layer):
         found = tf.reduce_any(ok)
         h = tf.cast(tf.where(found, h[first], h_img), tf.int32)
         w = tf.cast(tf.where(found, w[first], w_img), tf.int32)
-        y = tf.random.uniform([], 0, shape[0] - h + 1, dtype=tf.int32, seed=self.seed)
-        x = tf.random.uniform([], 0, shape[1] - w + 1, dtype=tf.int32, seed=self.seed)
+        y = tf.minimum(tf.cast(u[-2] * tf.cast(shape[0] - h + 1, tf.float32), tf.int32), shape[0] - h)
+        x = tf.minimum(tf.cast(u[-1] * tf.cast(shape[1] - w + 1, tf.float32), tf.int32), shape[1] - w)
         crop = image[y:y + h, x:x + w]
         return tf.image.resize(crop, [self.height, self.width], method="bilinear", antialias=True)
 
@@ -62,17 +87,18 @@ class MixUpOrCutMix(keras.layers.Layer):
 
     def __init__(self, mixup_alpha=0.8, cutmix_alpha=0.0, switch_prob=0.5, seed=None, **kwargs):
         super().__init__(**kwargs)
-        self.mixup = keras.layers.MixUp(alpha=mixup_alpha, seed=seed) if mixup_alpha > 0 else None
-        self.cutmix = keras.layers.CutMix(factor=cutmix_alpha, seed=seed) if cutmix_alpha > 0 else None
+        self.mixup = keras.layers.MixUp(alpha=mixup_alpha, seed=stream_seed(seed, "mixup")) if mixup_alpha > 0 else None
+        self.cutmix = keras.layers.CutMix(factor=cutmix_alpha, seed=stream_seed(seed, "cutmix")) if cutmix_alpha > 0 else None
         self.switch_prob = switch_prob if (self.mixup and self.cutmix) else float(self.cutmix is not None)
         self.seed = seed
+        self.switch_seed = stream_seed(seed, "mix_switch")
 
     def call(self, data, training=True):
         if self.mixup is None:
             return self.cutmix(data, training=training)
         if self.cutmix is None:
             return self.mixup(data, training=training)
-        use_cutmix = tf.random.uniform([], seed=self.seed) < self.switch_prob
+        use_cutmix = tf.random.uniform([], seed=self.switch_seed) < self.switch_prob
         return tf.cond(use_cutmix, lambda: self.cutmix(data, training=training),
                        lambda: self.mixup(data, training=training))
 
@@ -91,14 +117,13 @@ def batch_augmenter(cfg, num_classes):
     seed = cfg["seed"]
     image_layers = []
     if cfg["hflip"]:
-        image_layers.append(keras.layers.RandomFlip("horizontal", seed=seed))
+        image_layers.append(keras.layers.RandomFlip("horizontal"))
     if cfg["randaugment_ops"]:
         image_layers.append(keras.layers.RandAugment(
-            value_range=(0, 255), num_ops=int(cfg["randaugment_ops"]),
-            factor=float(cfg["randaugment_factor"]), seed=seed))
+            value_range=(0, 255), num_ops=int(cfg["randaugment_ops"]), factor=float(cfg["randaugment_factor"])))
     if cfg["random_erasing"]:
-        image_layers.append(keras.layers.RandomErasing(
-            factor=float(cfg["random_erasing"]), value_range=(0, 255), seed=seed))
+        image_layers.append(keras.layers.RandomErasing(factor=float(cfg["random_erasing"]), value_range=(0, 255)))
+    seeded = [sub for layer in image_layers for sub in reseed(layer, seed)]
     mix = None
     if cfg["mixup_alpha"] or cfg["cutmix_alpha"]:
         mix = MixUpOrCutMix(float(cfg["mixup_alpha"]), float(cfg["cutmix_alpha"]),
@@ -113,4 +138,5 @@ def batch_augmenter(cfg, num_classes):
             images, onehot = out["images"], out["labels"]
         return tf.clip_by_value(images, 0.0, 255.0), onehot
 
+    augment.layers = seeded + ([lay for lay in (mix.mixup, mix.cutmix) if lay] if mix else [])  # for tests
     return augment

@@ -6,6 +6,8 @@ import os
 
 import keras
 
+from keras_coatnet.atomic import atomic_path, write_text
+
 
 class TrainingDiverged(RuntimeError):
     """The training loss became NaN or Inf; the last good checkpoints are kept."""
@@ -62,14 +64,15 @@ class Checkpoints(keras.callbacks.Callback):
         if not self.enabled:
             return
         logs = logs or {}
-        self.model.save(self.last_path, include_optimizer=False)
+        with atomic_path(self.last_path) as tmp:
+            self.model.save(tmp, include_optimizer=False)
         value = logs.get(self.monitor, logs.get(self.monitor.replace("val_", "")))
         if value is None or not math.isfinite(float(value)):
             return
         if self._better(float(value), self.best()):
-            self.model.save(self.best_path, include_optimizer=False)
-            with open(self.state_path, "w") as f:
-                json.dump({"epoch": epoch + 1, "monitor": self.monitor, "value": float(value)}, f)
+            with atomic_path(self.best_path) as tmp:
+                self.model.save(tmp, include_optimizer=False)
+            write_text(self.state_path, json.dumps({"epoch": epoch + 1, "monitor": self.monitor, "value": float(value)}))
 
 
 def read_history(csv_path):
@@ -104,5 +107,6 @@ def plot_curves(history, png_path):
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    fig.savefig(png_path, dpi=100)
+    with atomic_path(png_path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)

@@ -65,10 +65,15 @@ SPEC = {
     "output_dir": ("runs/coatnet", "where checkpoints, logs and metrics go"),
     "eval_only": (False, "only evaluate `weights` on the test (else val) split"),
     "backup": (True, "BackupAndRestore: resume an interrupted run from its last epoch"),
+    "overwrite": (False, "replace a finished run in output_dir (else refused); drop an unfinished run's backup/"),
     "verbose": (1, "Keras fit verbosity: 1 progbar, 2 one line per epoch, 0 silent"),
     "debug_nan_at_step": (None, "testing hook: feed a NaN batch at this global step"),
 }
 DEFAULTS = {k: v[0] for k, v in SPEC.items()}
+# Flag value types where the default (None) does not say; "none" gives None for these and for clipnorm.
+OPTIONAL_TYPES = {"weights": str, "layer_decay": float, "train_data": str, "val_data": str, "test_data": str,
+                  "num_classes": int, "steps_per_epoch": int, "tpu": str, "debug_nan_at_step": int}
+NULLABLE = set(OPTIONAL_TYPES) | {"clipnorm"}
 STRATEGIES = ("auto", "onedevice", "mirrored", "multiworker", "tpu")
 
 
@@ -82,7 +87,14 @@ def load_file(path):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"config file not found: {path}")
     with open(path) as f:
-        data = json.load(f) if path.endswith(".json") else yaml.safe_load(f)
+        try:
+            data = json.load(f) if path.endswith(".json") else yaml.safe_load(f)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise ValueError(f"config file {path} is not valid YAML{where}: {getattr(e, 'problem', None) or e}") from e
+        except json.JSONDecodeError as e:
+            raise ValueError(f"config file {path} is not valid JSON: {e}") from e
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -114,6 +126,13 @@ def resolve(overrides=None, config_file=None):
         cfg.update(preset_cfg)
     cfg.update(file_cfg)
     cfg.update(overrides)
+    for key, value in cfg.items():  # YAML reads 1e-1 as a string: numbers given as text are parsed here
+        kind = OPTIONAL_TYPES.get(key) or type(DEFAULTS.get(key))
+        if isinstance(value, str) and kind in (int, float):
+            try:
+                cfg[key] = flag_type(key)(value)
+            except ValueError:
+                raise ValueError(f"{key}={value!r} is not {'an int' if kind is int else 'a number'}") from None
     validate(cfg)
     return cfg
 
@@ -141,9 +160,36 @@ def _flag(key):
     return "--" + key.replace("_", "-")
 
 
+def flag_type(key):
+    """Parser of a flag's text by the option's type (int, float, str, list of numbers); "none" -> None
+    where the option allows it. Raises ValueError (argparse reports it as an invalid value)."""
+    default = DEFAULTS[key]
+    kind = OPTIONAL_TYPES.get(key) or type(default)
+
+    def parse(text):
+        if key in NULLABLE and text.strip().lower() in ("none", "null"):
+            return None
+        if kind is list:
+            value = yaml.safe_load(text)
+            if not isinstance(value, list):
+                raise ValueError(text)
+            return [float(v) for v in value]
+        return kind(text)
+
+    parse.__name__ = "list of numbers" if kind is list else kind.__name__  # named in argparse's error
+    return parse
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse that raises ValueError (one error line, exit 2 from the CLI) instead of printing usage."""
+
+    def error(self, message):
+        raise ValueError(f"{message} (see --help)")
+
+
 def build_parser():
     """argparse parser with one flag per option; booleans also get --no-<flag>."""
-    p = argparse.ArgumentParser(
+    p = _OneLineParser(
         prog="python -m training.train",
         description="Train or evaluate a keras_coatnet model with tf.distribute. "
         "Precedence: defaults < --preset < --config file < flags.",
@@ -156,7 +202,7 @@ def build_parser():
             p.add_argument(_flag(key), dest=key, action=argparse.BooleanOptionalAction,
                            default=argparse.SUPPRESS, help=f"{help_text} (default {default})")
         else:
-            p.add_argument(_flag(key), dest=key, type=yaml.safe_load, default=argparse.SUPPRESS,
+            p.add_argument(_flag(key), dest=key, type=flag_type(key), default=argparse.SUPPRESS,
                            metavar="V", help=f"{help_text} (default {default})")
     return p
 

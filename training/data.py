@@ -13,7 +13,7 @@ from typing import Callable, Optional
 import numpy as np
 import tensorflow as tf
 
-from training.augment import RandomResizedCrop, batch_augmenter, eval_resize
+from training.augment import RandomResizedCrop, batch_augmenter, eval_resize, stream_seed
 
 log = logging.getLogger("training")
 AUTOTUNE = tf.data.AUTOTUNE
@@ -122,14 +122,22 @@ def load_digits_data(cfg):
 
 # --- image folder -----------------------------------------------------------------------------
 
+def _visible(name):
+    """False for hidden and system entries (.ipynb_checkpoints, .DS_Store, ._x.jpg, __MACOSX)."""
+    return not name.startswith((".", "__MACOSX"))
+
+
 def list_image_folder(root):
-    """(paths, labels, class_names) for root/class_name/image.ext, classes in sorted order."""
+    """(paths, labels, class_names) for root/class_name/image.ext, classes in sorted order.
+
+    Hidden and system folders and files are skipped; a class folder with no image is an error."""
     if not os.path.isdir(root):
         raise FileNotFoundError(f"image folder not found: {root}")
-    classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+    classes = sorted(d for d in os.listdir(root) if _visible(d) and os.path.isdir(os.path.join(root, d)))
     paths, labels = [], []
     for i, c in enumerate(classes):
-        files = sorted(f for f in os.listdir(os.path.join(root, c)) if f.lower().endswith(IMAGE_EXTENSIONS))
+        files = sorted(f for f in os.listdir(os.path.join(root, c))
+                       if _visible(f) and f.lower().endswith(IMAGE_EXTENSIONS))
         paths += [os.path.join(root, c, f) for f in files]
         labels += [i] * len(files)
     with_images = sorted(set(labels))
@@ -139,7 +147,15 @@ def list_image_folder(root):
     if len(with_images) < 2:
         raise ValueError(f"image folder {root} has images of only one class ({classes[with_images[0]]!r}); "
                          "need at least 2 class sub-folders with images")
+    _check_no_empty_class(root, classes, labels)
     return paths, np.asarray(labels, np.int64), classes
+
+
+def _check_no_empty_class(root, classes, labels, what="no image"):
+    empty = [c for i, c in enumerate(classes) if i not in set(np.asarray(labels).tolist())]
+    if empty:
+        raise ValueError(f"class folder(s) {', '.join(empty)} in {root} have {what}; "
+                         "remove the folder(s) or add images")
 
 
 def _folder_split(root, cfg, class_names=None):
@@ -154,6 +170,7 @@ def _folder_split(root, cfg, class_names=None):
         paths, labels = [p for p, good in zip(paths, ok) if good], labels[ok]
         for p in bad:
             log.warning("skipping unreadable image %s", p)
+        _check_no_empty_class(root, classes, labels, what="no readable image")
     ds = tf.data.Dataset.from_tensor_slices((paths, labels))
     return Split(ds, len(paths), decode_file, skipped=len(bad)), classes, bad
 
@@ -292,7 +309,7 @@ def pipeline(split, cfg, global_batch, num_classes, training, nan_at_step=None):
     size = int(cfg["image_size"])
     ds = split.ds
     if training:
-        crop = RandomResizedCrop(size, size, cfg["rrc_scale"], cfg["rrc_ratio"], seed=cfg["seed"])
+        crop = RandomResizedCrop(size, size, cfg["rrc_scale"], cfg["rrc_ratio"], seed=stream_seed(cfg["seed"], "crop"))
         ds = ds.shuffle(min(split.count, 16384), seed=cfg["seed"], reshuffle_each_iteration=True).repeat()
         ds = ds.map(lambda raw, y: (crop(split.decode(raw)), y), num_parallel_calls=AUTOTUNE)
         ds = ds.ignore_errors(log_warning=True).batch(global_batch, drop_remainder=True)

@@ -22,6 +22,8 @@ def _paths(out):
         "history_csv": os.path.join(out, "history.csv"),
         "curves_png": os.path.join(out, "curves.png"),
         "metrics_json": os.path.join(out, "metrics.json"),
+        "eval_json": os.path.join(out, "eval.json"),
+        "labels_txt": os.path.join(out, "labels.txt"),
         "config_json": os.path.join(out, "config.json"),
         "tensorboard_dir": os.path.join(out, "tensorboard"),
         "backup_dir": os.path.join(out, "backup"),
@@ -107,8 +109,42 @@ def _has_tensorboard():
 
 
 def _write_json(path, obj):
-    with open(path, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
+    from keras_coatnet.atomic import write_text
+
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True))
+
+
+# Settings that may change between an interrupted run and its resumption.
+RESUMABLE_CHANGES = ("verbose", "overwrite", "debug_nan_at_step", "eval_only", "config", "preset")
+
+
+def _check_output_dir(cfg, paths):
+    """Refuse to overwrite a finished run, or to resume an unfinished one with other settings, unless
+    --overwrite (which then drops the unfinished run's backup/). Raises ValueError (one line)."""
+    out = cfg["output_dir"]
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"--output-dir {out} is a file, not a folder")
+    if os.path.exists(paths["metrics_json"]) and not cfg["overwrite"]:
+        with open(paths["metrics_json"]) as f:
+            status = json.load(f).get("status")
+        raise ValueError(f"--output-dir {out} holds a finished run (metrics.json status {status}); pass --overwrite "
+                         "to replace it, or choose another --output-dir")
+    backup_meta = os.path.join(paths["backup_dir"], "training_metadata.json")
+    if not (cfg["backup"] and os.path.exists(backup_meta) and os.path.exists(paths["config_json"])):
+        return
+    if cfg["overwrite"]:
+        log.info("--overwrite: dropping the unfinished run's %s", paths["backup_dir"])
+        shutil.rmtree(paths["backup_dir"])
+        return
+    with open(paths["config_json"]) as f:
+        saved = json.load(f)
+    now = json.loads(json.dumps(cfg))
+    changed = [f"{k} {saved.get(k)!r} -> {now.get(k)!r}".replace("'", "") for k in sorted(set(saved) | set(now))
+               if k not in RESUMABLE_CHANGES and saved.get(k) != now.get(k)]
+    if changed:
+        raise ValueError(f"--output-dir {out} holds an unfinished run (backup/) with other settings: "
+                         f"{'; '.join(changed)}. Resume with the same settings, or start fresh with --overwrite "
+                         "(deletes its backup/) or another --output-dir")
 
 
 def _eval_only(cfg, strategy, data, global_batch):
@@ -163,8 +199,12 @@ def run(config=None, callbacks=()):
     kind = device_kind(strategy)
     chief = is_chief(strategy)
     out = cfg["output_dir"] if chief else os.path.join(cfg["output_dir"], f".worker{task_id(strategy)}")
-    os.makedirs(out, exist_ok=True)
     paths = _paths(out)
+    if not cfg["eval_only"]:
+        _check_output_dir({**cfg, "output_dir": out}, paths)
+    elif os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"--output-dir {out} is a file, not a folder")
+    os.makedirs(out, exist_ok=True)
     replicas = strategy.num_replicas_in_sync
     global_batch = int(cfg["batch_size"]) * replicas
     policy = _precision_policy(cfg["mixed_precision"], kind)
@@ -184,9 +224,9 @@ def run(config=None, callbacks=()):
     try:
         if cfg["eval_only"]:
             results = {**info, **_eval_only(cfg, strategy, data, global_batch),
-                       "metrics_json": paths["metrics_json"]}
+                       "metrics_json": paths["eval_json"]}
             if chief:
-                _write_json(paths["metrics_json"], results)
+                _write_json(paths["eval_json"], results)
             return results
 
         steps = int(cfg["steps_per_epoch"] or data.train.count // global_batch)
@@ -194,6 +234,13 @@ def run(config=None, callbacks=()):
             raise ValueError(f"{data.train.count} training images are fewer than one global batch "
                              f"({global_batch}); lower batch_size")
         peak_lr = scaled_lr(float(cfg["lr"]), global_batch, int(cfg["lr_base_batch"]), cfg["lr_scaling"])
+        log.info("global batch %d (batch_size %d x %d replica(s)), peak LR %.3g (lr %g at lr_base_batch %d, "
+                 "%s scaling)", global_batch, int(cfg["batch_size"]), replicas, peak_lr, float(cfg["lr"]),
+                 int(cfg["lr_base_batch"]), cfg["lr_scaling"])
+        if peak_lr < 1e-5 and cfg["lr_scaling"] != "none":
+            log.warning("peak LR %.3g is below 1e-05: --lr %g applies at --lr-base-batch %d and is scaled down to the "
+                        "global batch %d; set --lr-base-batch %d (or raise --lr)", peak_lr, float(cfg["lr"]),
+                        int(cfg["lr_base_batch"]), global_batch, global_batch)
         total_steps = steps * int(cfg["epochs"])
         schedule = lr_schedule(peak_lr, total_steps, float(cfg["warmup_epochs"]) * steps, float(cfg["min_lr_ratio"]))
         with strategy.scope():
@@ -216,6 +263,10 @@ def run(config=None, callbacks=()):
                     os.remove(p)
             shutil.rmtree(paths["tensorboard_dir"], ignore_errors=True)
         _write_json(paths["config_json"], cfg)
+        if chief and data.class_names:
+            from keras_coatnet.atomic import write_text
+
+            write_text(paths["labels_txt"], "".join(f"{name}\n" for name in data.class_names))  # class-index order
 
         checkpoints = Checkpoints(out, "val_loss" if val_ds is not None else "loss", "min", enabled=chief)
         cbs = [StopOnNonFinite(f"Last good checkpoint: {paths['last_model']}")]
@@ -260,6 +311,8 @@ def run(config=None, callbacks=()):
             plot_curves(history, paths["curves_png"])
         results.update({k: paths[k] for k in ("best_model", "last_model", "history_csv", "curves_png",
                                                "metrics_json", "tensorboard_dir", "config_json")})
+        if data.class_names:
+            results["labels_txt"] = paths["labels_txt"]
         if chief:
             _write_json(paths["metrics_json"], results)
         return results
@@ -299,10 +352,10 @@ def main(argv=None):
             raise
         print(f"error: {e}", file=sys.stderr)
         return 3
-    except (ValueError, FileNotFoundError, StrategyUnavailable) as e:
+    except (ValueError, OSError, StrategyUnavailable) as e:  # OSError: unwritable paths, offline downloads
         if debug:
             raise
-        print(f"error: {e}", file=sys.stderr)
+        print("error: " + " ".join(str(e).split()), file=sys.stderr)
         return 2
 
 

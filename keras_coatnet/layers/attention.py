@@ -71,7 +71,13 @@ class RelativePositionBias(layers.Layer):
 
     def call(self, inputs=None):
         n = self.size[0] * self.size[1]
-        bias = ops.take(self.table(), self.index, axis=0)  # [N*N, heads]
+        table = self.table()
+        # Gather from a reshape of the table, not from the variable: on TensorFlow a gather's gradient is
+        # IndexedSlices with each entry repeated up to N times, which Keras's optimizers square slice by slice
+        # (AdamW's second moment gets sum(g^2), not (sum g)^2); a reshape's gradient is their exact dense sum.
+        # Measured on CPU it is as fast as the plain gather, faster than a one-hot matmul or a Toeplitz expansion.
+        table = ops.reshape(table, ops.shape(table))
+        bias = ops.take(table, self.index, axis=0)  # [N*N, heads]
         return ops.transpose(ops.reshape(bias, (n, n, self.num_heads)), (2, 0, 1))
 
     def get_config(self):
