@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from export import analyze, calibration, litert, loading, validate, view
+from export import analyze, calibration, litert, loading, machine, validate, view
 from keras_coatnet.atomic import write_bytes, write_text
 from export.errors import ExportError
-from export.formats import FORMATS, configure, parse_formats
+from export.formats import FORMATS, configure, convert, parse_formats
 from export.labels import class_labels
 from export.serving import Serving, model_takes_raw_pixels
 
@@ -112,7 +112,7 @@ def export_model(model_or_path, out_dir, formats=None, calibration_source=None, 
               "input_dtype": "uint8" if uint8_input else "float32",
               "calibration": samples.source, "num_calibration": int(len(calib_raw)),
               "num_heldout": int(len(held_raw)), "optimize": bool(optimize), "gelu": gelu, "attention": attention,
-              "rel_bias": rel_bias,
+              "rel_bias": rel_bias, "machine": machine.describe(),
               "formats": {}}
     names = class_labels(int(ref.shape[-1]), labels, calibration_source)
     failures = []
@@ -204,7 +204,7 @@ def _convert(serving, sm_dir, fmt, model, calib_in, calib_raw, samples, io_type,
     conv = configure(serving.converter(sm_dir), fmt, rep if FORMATS[fmt].calibrated else None, io_type,
                      float_input=not uint8_input)
     try:
-        return conv.convert()
+        return convert(conv, fmt)
     except Exception as e:  # noqa: BLE001 - converter errors are long MLIR dumps
         lines = [l for l in str(e).splitlines() if l.strip()]
         raise ExportError(f"{fmt}: TFLite conversion failed: {lines[-1] if lines else type(e).__name__}") from e

@@ -94,18 +94,22 @@ def _num_classes(model):
 
 
 def table(report):
-    """The benchmark table as text (tab-separated columns): size, latency and ratio to fp32 per thread count."""
+    """The benchmark table as text (tab-separated columns): size, latency and ratio to fp32 per thread count,
+    XNNPACK partitions and the ops outside XNNPACK; first line: the CPU and LiteRT it was measured with."""
+    from export import machine
+
     threads = report.get("threads", [1, 2])
     head = (["format", "size_MB"] + [f"ms@{n}t" for n in threads] + [f"x_fp32@{n}t" for n in threads]
-            + ["agreement", "accuracy"])
-    rows = ["\t".join(head)]
+            + ["agreement", "accuracy", "partitions", "not_delegated"])
+    rows = [machine.line(report["machine"]) if "machine" in report else machine.line(), "\t".join(head)]
     for name, e in report["formats"].items():
         lat, ratio, acc = e.get("latency_ms", {}), e.get("ratio_to_fp32", {}), e.get("accuracy")
         rows.append("\t".join([
             name, f"{e['size_bytes'] / 1e6:.2f}", *[f"{lat[str(n)]:.1f}" if str(n) in lat else "-" for n in threads],
             *[f"{ratio[str(n)]:.2f}" if str(n) in ratio else "-" for n in threads],
             f"{e['top1_agreement']:.1%}" if "top1_agreement" in e else "-",
-            f"{acc:.1%}" if acc is not None else "-"]))
+            f"{acc:.1%}" if acc is not None else "-", str(e.get("xnnpack_partitions", "-")),
+            ",".join(f"{n} {op}" for op, n in e.get("not_delegated", {}).items()) or "-"]))
     return "\n".join(rows)
 
 

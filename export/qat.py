@@ -86,7 +86,7 @@ def export_qat(model, serving, samples, calib_raw, io_type, uint8_input, epochs,
     from export import calibration
     from export.api import _model_inputs
     from export.errors import ExportError
-    from export.formats import configure
+    from export.formats import configure, convert
     from export.serving import Serving
     import tempfile
     from pathlib import Path
@@ -110,4 +110,4 @@ def export_qat(model, serving, samples, calib_raw, io_type, uint8_input, epochs,
     with tempfile.TemporaryDirectory() as tmp:
         sm = qat_serving.write_saved_model(Path(tmp) / "sm")
         conv = configure(qat_serving.converter(sm), "qat_int8", rep, io_type, float_input=not uint8_input)
-        return conv.convert(), qat_model
+        return convert(conv, "qat_int8"), qat_model
