@@ -72,7 +72,7 @@ def export_model(model_or_path, out_dir, formats=None, calibration_source=None, 
             ``export.calibration``); needed for int8 / int16x8 / qat_int8; also the held-out validation set.
         input_size: (H, W) or int; must match the model's built size and be a multiple of 32.
         uint8_input: the signature takes raw RGB bytes (uint8) with normalization baked in.
-        io_type: input/output type of full-integer int8 ("int8", "uint8" or "float32").
+        io_type: input/output type of int8 / int8_full / qat_int8 ("int8", "uint8" or "float32").
         optimize, gelu, attention, rel_bias: the export view (``export.view.Options``; "auto" picks per format);
             optimize=False converts the Keras graph as it is.
         strict: raise ValidationError after writing the passing formats if any format fails validation.

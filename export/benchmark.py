@@ -57,6 +57,7 @@ def run(model, out_dir, formats=None, calibration_source="random", input_size=(2
     """Exports ``model`` (path, model or name) in ``formats`` and times every file; returns the report dict."""
     from export.api import export_model
     from export.timing import measure
+    from keras_coatnet.atomic import write_text
 
     out_dir = Path(out_dir)
     model = _model(model, tuple(input_size), classes) if isinstance(model, str) else model
@@ -77,7 +78,7 @@ def run(model, out_dir, formats=None, calibration_source="random", input_size=(2
         entry["ratio_to_fp32"] = {str(n): round(v / base[n], 3) for n, v in t.items() if n in base}
     report["threads"] = list(threads)
     report["runs"] = runs
-    (out_dir / "benchmark.json").write_text(json.dumps(report, indent=2))
+    write_text(out_dir / "benchmark.json", json.dumps(report, indent=2))
     if chart:
         report["chart"] = str(plot(report, out_dir / "benchmark.png"))
     return report

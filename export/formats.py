@@ -64,8 +64,9 @@ def parse_formats(names):
 def configure(converter, name, representative=None, io_type="float32", float_input=True):
     """Sets ``converter`` (a tf.lite.TFLiteConverter) up for format ``name``; returns it.
 
-    ``representative`` is a zero-argument generator function of calibration inputs (int8, int16x8).
-    ``io_type`` ("float32", "int8", "uint8") is the input/output type of a full-integer int8 model;
+    ``representative`` is a zero-argument generator function of calibration inputs (calibrated formats).
+    Convert with ``convert(converter, name)`` (formats with float islands are quantized in two steps).
+    ``io_type`` ("float32", "int8", "uint8") is the input/output type of an int8 model (int8, int8_full, qat_int8);
     a uint8 camera-input signature keeps its uint8 input whatever ``io_type`` says.
     """
     fmt = FORMATS[name]
