@@ -123,7 +123,7 @@ def final_text(report):
         "",
         f"  int8 vs Keras: {s['int8_minus_keras_points']:+.2f} accuracy points on {s['test_images']} test images; "
         f"int8 is {1 / s['int8_size_ratio']:.1f}x smaller, latency x{s['int8_latency_ratio']:.2f} of fp32",
-        "  measured on " + machine.line(report["export"].get("machine")),
+        "  measured on " + machine.line(report.get("export", {}).get("machine")),
         "  validation vs Keras: " + ", ".join(f"{f} {'passed' if s[f + '_validated'] else 'FAILED'}"
                                               for f in FORMATS),
     ]
