@@ -82,3 +82,20 @@ def test_cpu_int8_camera_input_and_output_types(trained, tmp_path, io_type):  # 
         it.invoke()
         preds.append(it.get_tensor(it.get_output_details()[0]["index"])[0].argmax())
     assert np.mean(np.array(preds) == want) >= 0.98
+
+
+@pytest.mark.parametrize("text,model,dots", [
+    ("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Processor\nflags\t\t: fpu avx2 avx512_vnni amx_int8\n",
+     "Intel(R) Xeon(R) Processor", ["AVX512-VNNI", "AMX-INT8"]),
+    ("processor\t: 0\nmodel name\t: AMD EPYC 7B12\nflags\t\t: fpu avx2 fma\n", "AMD EPYC 7B12", []),
+    ("processor\t: 0\nFeatures\t: fp asimd asimddp i8mm\nCPU part\t: 0xd41\nHardware\t: Qualcomm SM8550\n",
+     "Qualcomm SM8550", ["ARM dotprod", "ARM i8mm"]),
+])
+def test_machine_names_cpu_and_int8_dot_products(tmp_path, text, model, dots):
+    from export import machine
+
+    (tmp_path / "cpuinfo").write_text(text)
+    info = machine.describe(tmp_path / "cpuinfo")
+    assert info["cpu"] == model and info["int8_dot_product"] == dots
+    assert info["litert"].startswith(("ai-edge-litert ", "tensorflow "))
+    assert ("int8 dot products: " + (", ".join(dots) or "none")) in machine.line(info)
