@@ -2,7 +2,7 @@
 
 The QAT model runs the trained model's graph with a ``FakeQuant`` layer (8-bit, learned min/max) on the
 input of the network and on the output of every top-level layer but the Transformer blocks (see
-``UNQUANTIZED_OUTPUTS``) and the model's output layer, initialized from the observed ranges.
+``UNQUANTIZED_OUTPUTS``) and the last one (the logits), initialized from the observed ranges.
 Fine-tuning trains the weights and the ranges together. The export then converts the fine-tuned graph *with*
 its FakeQuant ops: the TFLite converter takes those tensors' int8 ranges from the learned min/max and
 calibrates only the tensors in between.
@@ -42,9 +42,11 @@ class FakeQuant(layers.Layer):
 
 def _ranges(model, images):
     """{layer name: (min, max)} of every top-level layer's output on ``images`` (model input convention)."""
-    names = [l.name for l in model.layers[1:-1]  # not the output: a fake-quant on softmax probabilities keeps
-             # the SOFTMAX int8 (not taken by XNNPACK) instead of a float island; it is calibrated instead
+    names = [l.name for l in model.layers[1:]
              if not isinstance(l, layers.Activation) and type(l).__name__ not in UNQUANTIZED_OUTPUTS]
+    # None on the logits either: with a fake-quant there the converter keeps the final SOFTMAX in int8 (its
+    # float-island denylist does not apply), which XNNPACK does not take; they are calibrated instead.
+    names = names[:-1]
     probe = keras.Model(model.inputs, [model.get_layer(n).output for n in names])
     outs = probe.predict(images, verbose=0, batch_size=32)
     out = {n: (float(min(o.min(), 0.0)), float(max(o.max(), 0.0))) for n, o in zip(names, outs)}
