@@ -320,9 +320,13 @@ def transformer(block, x, options):
 
 
 def layer_norm(norm, x, options):
-    """A standalone LayerNormalization (the head's): plain normalization, then its affine."""
+    """A standalone LayerNormalization (the head's, [1, C]): plain normalization, then its affine as a 1x1
+    depthwise conv (an int8 ADD of a near-zero shift is outside XNNPACK's scale limits; a conv bias is not)."""
     scale, shift = norm_affine(norm)
-    return normalize(x, norm.epsilon) * _const(scale) + _const(shift)
+    y = normalize(x, norm.epsilon)
+    channels = y.shape[-1]
+    affine = Conv(np.reshape(scale, (1, 1, channels, 1)), np.asarray(shift), 1, "VALID", True)
+    return tf.reshape(conv(affine, tf.reshape(y, (-1, 1, 1, channels))), y.shape)
 
 
 HANDLERS = {"Stem": stem, "MBConvBlock": mbconv, "TransformerBlock": transformer, "LayerNormalization": layer_norm}
