@@ -103,6 +103,8 @@ def check_targets(summary, fast):
 
 def final_text(report):
     """The short report printed at the end of the demo."""
+    from export import machine
+
     s, m, run_dir = report["summary"], report["model"], report["run_dir"]
     mb = lambda n: f"{n / 1e6:.2f} MB"  # noqa: E731
     t = s["latency_threads"]
@@ -121,6 +123,7 @@ def final_text(report):
         "",
         f"  int8 vs Keras: {s['int8_minus_keras_points']:+.2f} accuracy points on {s['test_images']} test images; "
         f"int8 is {1 / s['int8_size_ratio']:.1f}x smaller, latency x{s['int8_latency_ratio']:.2f} of fp32",
+        "  measured on " + machine.line(report.get("export", {}).get("machine")),
         "  validation vs Keras: " + ", ".join(f"{f} {'passed' if s[f + '_validated'] else 'FAILED'}"
                                               for f in FORMATS),
     ]
@@ -177,7 +180,7 @@ def run(args):
         "summary": summary,
         "formats": {f: bench["formats"][f] for f in FORMATS},
         "export": {k: bench[k] for k in ("input_size", "input_dtype", "uint8_input", "num_calibration",
-                                         "num_heldout", "view_max_rel_error") if k in bench},
+                                         "num_heldout", "view_max_rel_error", "machine") if k in bench},
         "checks": check_targets(summary, args.fast),
         "artifacts": {
             "keras": trained["best_model"], "fp32_tflite": bench["formats"]["fp32"]["path"],

@@ -44,7 +44,7 @@ def build_parser():
     p.add_argument("--batch-size", type=int, default=16, help="batch size (default 16)")
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
     p.add_argument("--export-int8", action="store_true",
-                   help="also export a full-int8 .tflite (uint8 input) validated against the Keras model")
+                   help="also export an int8 .tflite for CPUs (XNNPACK; uint8 input) validated against the Keras model")
     p.add_argument("--int8-min-agreement", type=float, default=None, metavar="F",
                    help="top-1 agreement with Keras the int8 file must reach on the folder's images (default: "
                         "export's 0.98; with 30 images one differing image is already 0.967)")
@@ -118,7 +118,7 @@ def run(args):
     steps.log(f"validation accuracy {out['val_accuracy']:.1%}; model {out['model']}")
 
     if args.export_int8:
-        steps.start("exporting full-int8 TFLite (uint8 input), validating against Keras")
+        steps.start("exporting int8 TFLite for CPUs (uint8 input), validating against Keras")
         from export import export_model
 
         report = export_model(out["model"], run_dir, formats=["int8"], calibration_source=data_dir,

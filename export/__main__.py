@@ -24,10 +24,11 @@ def parse_args(argv=None):
     p.add_argument("out_dir", help="folder for the exported files, labels.txt and report.json (the manifest); an "
                                    "earlier export's files there that this one does not write are removed")
     p.add_argument("--formats", default="all",
-                   help=f"comma-separated, from {', '.join(FORMATS)} ('all' = every one but qat_int8)")
+                   help=f"comma-separated, from {', '.join(FORMATS)} ('all' = every one but qat_int8); int8: "
+                        "for CPUs (XNNPACK), int8_full: integer only, for NPU / DSP / Edge TPU")
     p.add_argument("--calibration", default=None,
                    help="calibration / validation images: digits, an image folder, a TFRecord or a training "
-                        "config (.yaml/.json); required for int8, int16x8, qat_int8")
+                        "config (.yaml/.json); required for int8, int8_full, int16x8, qat_int8")
     p.add_argument("--num-calibration", type=int, default=64,
                    help="calibration images, sampled across classes (default 64, at least 8)")
     p.add_argument("--num-heldout", type=int, default=64,
@@ -43,7 +44,7 @@ def parse_args(argv=None):
     p.add_argument("--uint8-input", action="store_true",
                    help="models take raw RGB camera bytes (uint8); normalization is baked in")
     p.add_argument("--io-type", default="int8", choices=("int8", "uint8", "float32"),
-                   help="input/output type of full-integer int8 models (default int8)")
+                   help="input/output type of int8 / int8_full / qat_int8 models (default int8)")
     p.add_argument("--labels", default=None, help="text file with one class name per line")
     p.add_argument("--name", default=None, help="file name prefix (default: the model's name)")
     p.add_argument("--no-optimize", action="store_true", help="convert the plain Keras graph, not the export view")

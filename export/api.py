@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
-from export import analyze, calibration, litert, loading, metadata, validate, view
+from export import analyze, calibration, litert, loading, machine, metadata, validate, view
 from export.convention import describe, input_convention, to_model_input
 from keras_coatnet.atomic import exit_on_sigterm, remove, replace, writable_folder, write_bytes, write_text
 from export.errors import ExportError
-from export.formats import FORMATS, configure, parse_formats
+from export.formats import FORMATS, configure, convert, parse_formats
 from export.labels import class_labels
 from export.serving import Serving
 
@@ -72,7 +72,7 @@ def export_model(model_or_path, out_dir, formats=None, calibration_source=None, 
             ``export.calibration``); needed for int8 / int16x8 / qat_int8; also the held-out validation set.
         input_size: (H, W) or int; must match the model's built size and be a multiple of 32.
         uint8_input: the signature takes raw RGB bytes (uint8) with normalization baked in.
-        io_type: input/output type of full-integer int8 ("int8", "uint8" or "float32").
+        io_type: input/output type of int8 / int8_full / qat_int8 ("int8", "uint8" or "float32").
         optimize, gelu, attention, rel_bias: the export view (``export.view.Options``; "auto" picks per format);
             optimize=False converts the Keras graph as it is.
         strict: raise ValidationError after writing the passing formats if any format fails validation.
@@ -148,7 +148,8 @@ def _export(model, tmp, staging, out_dir, formats, calibration_source, size, uin
               "calibration": samples.source, "num_calibration": int(len(calib_raw)),
               "num_heldout": int(len(held_raw)), "calibration_per_class": per_class["calibration"],
               "heldout_per_class": per_class["heldout"], "seed": int(seed), "optimize": bool(optimize),
-              "gelu": gelu, "attention": attention, "rel_bias": rel_bias, "formats": {}}
+              "gelu": gelu, "attention": attention, "rel_bias": rel_bias, "machine": machine.describe(),
+              "formats": {}}
     failures = []
     views = {}  # resolved view options -> (options, Serving, SavedModel dir): one graph per distinct choice
 
@@ -276,7 +277,7 @@ def _convert(serving, sm_dir, fmt, model, calib_in, calib_raw, samples, io_type,
     conv = configure(serving.converter(sm_dir), fmt, rep if FORMATS[fmt].calibrated else None, io_type,
                      float_input=not uint8_input)
     try:
-        return conv.convert()
+        return convert(conv, fmt)
     except Exception as e:  # noqa: BLE001 - converter errors are long MLIR dumps
         lines = [l for l in str(e).splitlines() if l.strip()]
         raise ExportError(f"{fmt}: TFLite conversion failed: {lines[-1] if lines else type(e).__name__}") from e

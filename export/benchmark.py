@@ -71,6 +71,7 @@ def run(model, out_dir, formats=None, calibration_source="random", input_size=(2
     """Exports ``model`` (path, model or name) in ``formats`` and times every file; returns the report dict."""
     from export.api import export_model
     from export.timing import measure
+    from keras_coatnet.atomic import write_text
 
     out_dir = Path(out_dir)
     model = _model(model, tuple(input_size), classes) if isinstance(model, str) else model
@@ -91,7 +92,7 @@ def run(model, out_dir, formats=None, calibration_source="random", input_size=(2
         entry["ratio_to_fp32"] = {str(n): round(v / base[n], 3) for n, v in t.items() if n in base}
     report["threads"] = list(threads)
     report["runs"] = runs
-    (out_dir / "benchmark.json").write_text(json.dumps(report, indent=2))
+    write_text(out_dir / "benchmark.json", json.dumps(report, indent=2))
     if chart:
         report["chart"] = str(plot(report, out_dir / "benchmark.png"))
     return report
@@ -108,18 +109,22 @@ def _num_classes(model):
 
 
 def table(report):
-    """The benchmark table as text (tab-separated columns): size, latency and ratio to fp32 per thread count."""
+    """The benchmark table as text (tab-separated columns): size, latency and ratio to fp32 per thread count,
+    XNNPACK partitions and the ops outside XNNPACK; first line: the CPU and LiteRT it was measured with."""
+    from export import machine
+
     threads = report.get("threads", [1, 2])
     head = (["format", "size_MB"] + [f"ms@{n}t" for n in threads] + [f"x_fp32@{n}t" for n in threads]
-            + ["agreement", "accuracy"])
-    rows = ["\t".join(head)]
+            + ["agreement", "accuracy", "partitions", "not_delegated"])
+    rows = [machine.line(report["machine"]) if "machine" in report else machine.line(), "\t".join(head)]
     for name, e in report["formats"].items():
         lat, ratio, acc = e.get("latency_ms", {}), e.get("ratio_to_fp32", {}), e.get("accuracy")
         rows.append("\t".join([
             name, f"{e['size_bytes'] / 1e6:.2f}", *[f"{lat[str(n)]:.1f}" if str(n) in lat else "-" for n in threads],
             *[f"{ratio[str(n)]:.2f}" if str(n) in ratio else "-" for n in threads],
             f"{e['top1_agreement']:.1%}" if "top1_agreement" in e else "-",
-            f"{acc:.1%}" if acc is not None else "-"]))
+            f"{acc:.1%}" if acc is not None else "-", str(e.get("xnnpack_partitions", "-")),
+            ",".join(f"{n} {op}" for op, n in e.get("not_delegated", {}).items()) or "-"]))
     return "\n".join(rows)
 
 

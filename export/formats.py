@@ -7,6 +7,12 @@ import tensorflow as tf
 from export.errors import ExportError
 
 
+# Ops the CPU int8 formats keep in float: XNNPACK (LiteRT 2.3) has float kernels for them but no int8 ones
+# (int8 BATCH_MATMUL only with a zero right-hand zero point, no int8 SOFTMAX, GELU or RSQRT);
+# in int8 they would run in TFLite's own single-threaded kernels and split the graph into many partitions.
+FLOAT_ISLAND_OPS = ("BATCH_MATMUL", "SOFTMAX", "GELU", "RSQRT")
+
+
 @dataclasses.dataclass(frozen=True)
 class Format:
     """One export format: file suffix, whether it needs calibration data, how it is validated."""
@@ -15,6 +21,7 @@ class Format:
     suffix: str
     description: str
     calibrated: bool = False
+    float_islands: tuple = ()  # op types left in float (between QUANTIZE / DEQUANTIZE) in a calibrated format
     float_error: float | None = None  # max relative error allowed vs Keras (float formats)
     min_agreement: float | None = None  # min top-1 agreement with Keras (quantized formats)
 
@@ -26,15 +33,18 @@ FORMATS = {
         Format("fp32", "_fp32.tflite", "TFLite float32", float_error=1e-4),
         Format("fp16", "_fp16.tflite", "TFLite float16 weights, float32 compute", float_error=1e-2),
         Format("dynamic", "_dynamic_int8.tflite", "TFLite dynamic-range int8 weights", min_agreement=0.98),
-        Format("int8", "_int8.tflite", "TFLite full-integer int8, no float fallback", calibrated=True,
+        Format("int8", "_int8.tflite", "TFLite int8 for CPUs (XNNPACK): int8 convs / fully-connected / adds, "
+               "float only where XNNPACK has no int8 kernel", calibrated=True, float_islands=FLOAT_ISLAND_OPS,
                min_agreement=0.98),
+        Format("int8_full", "_int8_full.tflite", "TFLite full-integer int8 for integer-only accelerators "
+               "(NPU, DSP, Edge TPU): no float ops", calibrated=True, min_agreement=0.98),
         Format("int16x8", "_int16x8.tflite", "TFLite int16 activations, int8 weights", calibrated=True,
                min_agreement=0.98),
         Format("qat_int8", "_qat_int8.tflite", "TFLite int8 from quantization-aware fine-tuning",
-               calibrated=True, min_agreement=0.98),
+               calibrated=True, float_islands=FLOAT_ISLAND_OPS, min_agreement=0.98),
     )
 }
-DEFAULT_FORMATS = ("saved_model", "fp32", "fp16", "dynamic", "int8", "int16x8")
+DEFAULT_FORMATS = ("saved_model", "fp32", "fp16", "dynamic", "int8", "int8_full", "int16x8")
 IO_TYPES = {"float32": tf.float32, "int8": tf.int8, "uint8": tf.uint8}
 
 
@@ -54,8 +64,9 @@ def parse_formats(names):
 def configure(converter, name, representative=None, io_type="float32", float_input=True):
     """Sets ``converter`` (a tf.lite.TFLiteConverter) up for format ``name``; returns it.
 
-    ``representative`` is a zero-argument generator function of calibration inputs (int8, int16x8).
-    ``io_type`` ("float32", "int8", "uint8") is the input/output type of a full-integer int8 model;
+    ``representative`` is a zero-argument generator function of calibration inputs (calibrated formats).
+    Convert with ``convert(converter, name)`` (formats with float islands are quantized in two steps).
+    ``io_type`` ("float32", "int8", "uint8") is the input/output type of an int8 model (int8, int8_full, qat_int8);
     a uint8 camera-input signature keeps its uint8 input whatever ``io_type`` says.
     """
     fmt = FORMATS[name]
@@ -78,9 +89,31 @@ def configure(converter, name, representative=None, io_type="float32", float_inp
             ]
         else:
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            if fmt.float_islands:
+                converter.target_spec.supported_ops.append(tf.lite.OpsSet.TFLITE_BUILTINS)
             if io_type not in IO_TYPES:
                 raise ExportError(f"unknown int8 io type {io_type!r}; allowed: {sorted(IO_TYPES)}")
             converter.inference_output_type = IO_TYPES[io_type]
             if float_input:
                 converter.inference_input_type = IO_TYPES[io_type]
     return converter
+
+
+def convert(converter, name):
+    """TFLite bytes from ``converter`` as set up by ``configure(converter, name, ...)``.
+
+    A format with ``float_islands`` is quantized selectively: calibrate, then quantize every op but those op
+    types, which stay float between QUANTIZE / DEQUANTIZE (XNNPACK takes both). That is what the public
+    ``tf.lite.experimental.QuantizationDebugger(denylisted_ops=...)`` does, but it cannot set the int8 / uint8
+    input and output types, so its two steps are called here directly (TF's private ``mlir_quantize``)."""
+    islands = FORMATS[name].float_islands
+    if not islands:
+        return converter.convert()
+    from tensorflow.lite.python import convert as tflite_convert
+
+    in_type, out_type = converter.inference_input_type, converter.inference_output_type
+    converter.experimental_mlir_quantizer = True
+    converter._experimental_calibrate_only = True  # noqa: SLF001 - float model + calibration statistics
+    calibrated = converter.convert()
+    return tflite_convert.mlir_quantize(calibrated, input_data_type=in_type,
+                                        output_data_type=out_type, denylisted_ops=list(islands))

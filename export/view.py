@@ -10,11 +10,11 @@ Same architecture and trained weights, different graph (all shapes static, batch
   attention is one batched matmul over heads (``attention="batched"``: XNNPACK runs it in float) or
   per-head 2-D matmuls ("per_head": FULLY_CONNECTED with run-time weights, the fastest int8 kernel for
   activation x activation products; int8 BATCH_MATMUL is not delegated and ~2x slower).
-- 2x2 average pools on the main paths run as depthwise convs (XNNPACK has no int8 average pool); the
-  shortcuts keep theirs (more accurate in int8, see ``pool``).
-- "auto" (the default of both) picks per export format (``Options.resolve``): float formats get batched
-  attention, integer-activation formats per-head; fp32 gets the constant bias, the others (whose targets
-  include file size) the table.
+- 2x2 average pools (main paths and shortcuts) run as depthwise convs (XNNPACK has no int8 average pool).
+  LayerNorm's ``var + eps`` is one FULLY_CONNECTED (an int8 ``+ eps`` ADD is not delegated).
+- "auto" (the default of both) picks per export format (``Options.resolve``): float formats and the CPU int8
+  formats (int8, qat_int8: attention in float islands) get batched attention and the constant bias; the
+  integer-only formats (int8_full, int16x8) get per-head attention and the table (smaller file).
 - GELU is exact by default (TFLite GELU op); "tanh" and "sigmoid" (x * sigmoid(1.702 x)) are faster
   approximations that change the function slightly.
 Layers the view does not know run unchanged. ``forward(model)`` is checked against the Keras model by
@@ -31,8 +31,8 @@ from keras_coatnet.layers.attention import relative_index
 GELU_MODES = ("exact", "tanh", "sigmoid")
 ATTENTION_MODES = ("auto", "batched", "per_head")
 REL_BIAS_MODES = ("auto", "table", "constant")
-INTEGER_FORMATS = ("int8", "int16x8", "qat_int8")  # export formats with integer activations
-CONSTANT_BIAS_FORMATS = (None, "saved_model", "fp32")  # None: the float view itself
+PER_HEAD_FORMATS = ("int8_full", "int16x8")  # integer attention matmuls: per-head FULLY_CONNECTED
+CONSTANT_BIAS_FORMATS = (None, "saved_model", "fp32", "int8", "qat_int8")  # None: the float view itself
 
 
 def _const(a):
@@ -54,7 +54,7 @@ class Options:
         """These options with "auto" replaced by the choice for export format ``fmt`` (None: float)."""
         attention = self.attention
         if attention == "auto":
-            attention = "per_head" if fmt in INTEGER_FORMATS else "batched"
+            attention = "per_head" if fmt in PER_HEAD_FORMATS else "batched"
         rel_bias = self.rel_bias
         if rel_bias == "auto":
             rel_bias = "constant" if fmt in CONSTANT_BIAS_FORMATS else "table"
@@ -89,9 +89,15 @@ def linear(lin, x):
 
 
 def normalize(x, eps):
-    """(x - mean) / sqrt(var + eps) over the last axis: LayerNorm without its affine (folded elsewhere)."""
+    """(x - mean) / sqrt(var + eps) over the last axis: LayerNorm without its affine (folded elsewhere).
+
+    ``var + eps`` is one FULLY_CONNECTED (weights 1/C, bias eps) on the [tokens, C] squares: a separate int8
+    ``+ eps`` ADD is not taken by XNNPACK (the constant's scale is ~1e-7 of the output's, beyond its limits)."""
+    channels = x.shape[-1]
     d = x - tf.reduce_mean(x, axis=-1, keepdims=True)
-    return d * tf.math.rsqrt(tf.reduce_mean(d * d, axis=-1, keepdims=True) + eps)
+    mean_of_squares = _const(np.full((channels, 1), 1.0 / channels))
+    var = tf.matmul(tf.reshape(d * d, (-1, channels)), mean_of_squares) + _const([eps])
+    return d * tf.math.rsqrt(tf.reshape(var, (*d.shape[:-1], 1)))
 
 
 def _padded_conv(layer_list):
@@ -102,15 +108,25 @@ def _padded_conv(layer_list):
 
 def pool(p, x):
     """A Pool2d on NHWC ``x``; 'avg2' runs as a 2x2 stride-2 depthwise conv of weights 1/4 (the same average:
-    XNNPACK runs that in int8, while an int8 AVERAGE_POOL_2D falls back to a ~10x slower built-in kernel).
-
-    Only for the main paths: the shortcuts (Downsample2d) run as they are, keeping AVERAGE_POOL_2D (int8 output
-    on the input's scale); as a depthwise conv there, int8 top-1 agreement on the digits test set fell from
-    100% to 99.7% and the max error doubled."""
+    XNNPACK runs that in int8, while an int8 AVERAGE_POOL_2D falls back to a ~10x slower built-in kernel and
+    splits the XNNPACK graph; the quantizer keeps it int8 even when asked to leave it in float)."""
     if p.pool_type != "avg2":
         return p(x)
     weights = np.full((2, 2, x.shape[-1], 1), 0.25)
     return tf.nn.depthwise_conv2d(x, _const(weights), [1, 2, 2, 1], "VALID")
+
+
+def shortcut(block, x):
+    """The block's shortcut on NHWC ``x``: identity, or a Downsample2d (its 2x pool via ``pool``, then the
+    1x1 ``expand`` conv when the width changes)."""
+    sc = block.shortcut
+    if sc is None:
+        return x
+    if type(sc).__name__ != "Downsample2d":
+        return sc(x)
+    if sc.pool is not None:
+        x = pool(sc.pool, x)
+    return conv(Conv.from_layer(sc.expand), x) if sc.expand is not None else x
 
 
 def _apply_pads(pads, x):
@@ -146,7 +162,7 @@ def mbconv(block, x, options):
     """MBConvBlock with the pre-norm folded into conv1_1x1 and norm1/norm2 folded into the convs before them."""
     c = block.cfg
     act = _activation(c["act_layer"], options)
-    shortcut = block.shortcut(x) if block.shortcut is not None else x
+    short = shortcut(block, x)
     if _is_layernorm(block.pre_norm):
         raise ValueError("a LayerNorm MBConv is not supported by the export view")
     pre = norm_affine(block.pre_norm)
@@ -171,7 +187,7 @@ def mbconv(block, x, options):
     if block.se is not None:
         x = _squeeze_excite(block.se, x, options)
     pads3, c3 = _padded_conv(block.conv3_1x1)
-    return conv(c3, _apply_pads(pads3, x)) + shortcut
+    return conv(c3, _apply_pads(pads3, x)) + short
 
 
 def _squeeze_excite(se, x, options):
@@ -277,7 +293,7 @@ def transformer(block, x, options):
     """TransformerBlock on 2-D tokens: folded norms / layer scales, constant relative bias."""
     attn, (h, w) = block.attn, block.size
     n = h * w
-    shortcut = block.shortcut(x) if block.shortcut is not None else x
+    short = shortcut(block, x)
     y, s1, t1 = _norm_then(block.norm1, x)
     if block.down is not None:
         y = pool(block.down, y)  # avg pool is linear per channel: the affine still folds into qkv
@@ -291,7 +307,7 @@ def transformer(block, x, options):
     proj = Conv.from_layer(attn.proj).as_matrix()
     if block.ls1 is not None:
         proj.scale_output(numpy(block.ls1.gamma))
-    x2d = tf.reshape(shortcut, (n, block.out_dim)) + linear(proj, out)
+    x2d = tf.reshape(short, (n, block.out_dim)) + linear(proj, out)
 
     z, s2, t2 = _norm_then(block.norm2, x2d)
     fc1 = Conv.from_layer(block.fc1).as_matrix().scale_input(s2, t2)
@@ -304,9 +320,13 @@ def transformer(block, x, options):
 
 
 def layer_norm(norm, x, options):
-    """A standalone LayerNormalization (the head's): plain normalization, then its affine."""
+    """A standalone LayerNormalization (the head's, [1, C]): plain normalization, then its affine as a 1x1
+    depthwise conv (an int8 ADD of a near-zero shift is outside XNNPACK's scale limits; a conv bias is not)."""
     scale, shift = norm_affine(norm)
-    return normalize(x, norm.epsilon) * _const(scale) + _const(shift)
+    y = normalize(x, norm.epsilon)
+    channels = y.shape[-1]
+    affine = Conv(np.reshape(scale, (1, 1, channels, 1)), np.asarray(shift), 1, "VALID", True)
+    return tf.reshape(conv(affine, tf.reshape(y, (-1, 1, 1, channels))), y.shape)
 
 
 HANDLERS = {"Stem": stem, "MBConvBlock": mbconv, "TransformerBlock": transformer, "LayerNormalization": layer_norm}

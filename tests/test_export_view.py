@@ -71,8 +71,10 @@ def test_auto_options_pick_per_format():
     auto = view.Options()
     assert auto.resolve("fp32").as_dict() == {"gelu": "exact", "attention": "batched", "rel_bias": "constant"}
     assert auto.resolve("fp16").as_dict()["rel_bias"] == "table"
-    assert auto.resolve("int8").as_dict() == {"gelu": "exact", "attention": "per_head", "rel_bias": "table"}
-    assert view.Options(attention="batched").resolve("int8").attention == "batched"  # explicit choices stay
+    assert auto.resolve("int8_full").as_dict() == {"gelu": "exact", "attention": "per_head", "rel_bias": "table"}
+    for cpu_int8 in ("int8", "qat_int8"):  # attention in float islands: batched, constant bias
+        assert auto.resolve(cpu_int8).as_dict() == {"gelu": "exact", "attention": "batched", "rel_bias": "constant"}
+    assert view.Options(attention="batched").resolve("int8_full").attention == "batched"  # explicit choices stay
     with pytest.raises(ValueError, match="attention"):
         view.Options(attention="flash")
 
