@@ -7,6 +7,7 @@ import io
 import numpy as np
 
 from export import litert
+from export._compat import ops_details
 
 FLOAT_TYPES = (np.float32, np.float16)
 
@@ -18,7 +19,7 @@ def op_table(model_bytes, it=None):
     it = it or litert.load(model_bytes)
     tensors = {t["index"]: np.dtype(t["dtype"]) for t in it.get_tensor_details()}
     rows = []
-    for op in it._get_ops_details():  # noqa: SLF001 - the only per-op listing LiteRT exposes
+    for op in ops_details(it):
         ins = [tensors.get(i) for i in op["inputs"] if i >= 0]
         outs = [tensors.get(i) for i in op["outputs"] if i >= 0]
         rows.append((op["op_name"], ins, outs))
@@ -32,7 +33,7 @@ def not_delegated(model_bytes, it=None):
     LiteRT lists the original nodes next to the DELEGATE nodes that replaced them: a node was taken if it
     lies on a path from a DELEGATE node's input tensors to its output tensors."""
     it = it or litert.load(model_bytes)
-    all_ops = it._get_ops_details()  # noqa: SLF001
+    all_ops = ops_details(it)
     ops = [op for op in all_ops if op["op_name"] != "DELEGATE"]
     producer = {t: op for op in ops for t in op["outputs"]}
     taken = set()

@@ -105,15 +105,10 @@ def convert(converter, name):
     A format with ``float_islands`` is quantized selectively: calibrate, then quantize every op but those op
     types, which stay float between QUANTIZE / DEQUANTIZE (XNNPACK takes both). That is what the public
     ``tf.lite.experimental.QuantizationDebugger(denylisted_ops=...)`` does, but it cannot set the int8 / uint8
-    input and output types, so its two steps are called here directly (TF's private ``mlir_quantize``)."""
+    input and output types, so its two steps are called directly (``export._compat``)."""
     islands = FORMATS[name].float_islands
     if not islands:
         return converter.convert()
-    from tensorflow.lite.python import convert as tflite_convert
+    from export._compat import quantize_with_float_islands
 
-    in_type, out_type = converter.inference_input_type, converter.inference_output_type
-    converter.experimental_mlir_quantizer = True
-    converter._experimental_calibrate_only = True  # noqa: SLF001 - float model + calibration statistics
-    calibrated = converter.convert()
-    return tflite_convert.mlir_quantize(calibrated, input_data_type=in_type,
-                                        output_data_type=out_type, denylisted_ops=list(islands))
+    return quantize_with_float_islands(converter, islands)

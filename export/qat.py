@@ -14,6 +14,7 @@ import tensorflow as tf
 from keras import layers
 
 from export import view
+from export._compat import run_through_graph
 
 
 # The converter keeps a Transformer block's final residual ADD in float when a fake-quant sits on it
@@ -67,7 +68,7 @@ def quantize_aware(model, images):
 
     inp = keras.Input(model.inputs[0].shape[1:], name="image")
     x = quants["__input__"](inp)
-    out = model._run_through_graph(x, operation_fn=operation_fn)  # noqa: SLF001 - re-run the functional graph
+    out = run_through_graph(model, x, operation_fn)
     return keras.Model(inp, out, name=f"{model.name}_qat")
 
 

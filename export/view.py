@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
+from export._compat import run_through_graph
 from export.folding import Conv, Linear, norm_affine, numpy
 from keras_coatnet.layers.attention import relative_index
 
@@ -351,7 +352,7 @@ def forward(model, options=None, after=None):
         return run_op if post is None else (lambda *args, **kwargs: post(run_op(*args, **kwargs)))
 
     def run(x):
-        return model._run_through_graph(x, operation_fn=operation_fn)  # noqa: SLF001 - re-run the functional graph
+        return run_through_graph(model, x, operation_fn)
 
     return run
 

@@ -127,7 +127,7 @@ def _crop_boxes(seed, n=400, size=64):
     rows, cols = np.meshgrid(np.arange(size), np.arange(size), indexing="ij")
     image = np.stack([rows, cols, np.zeros_like(rows)], -1).astype("float32")
     crop = RandomResizedCrop(size, size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), seed=seed)
-    ds = tf.data.Dataset.from_tensors(image).repeat(n).map(crop._crop_one)
+    ds = tf.data.Dataset.from_tensors(image).repeat(n).map(crop.crop_one)
     boxes = np.array([(o[..., 0].min(), o[..., 1].min(), o[..., 0].max(), o[..., 1].max())
                       for o in ds.as_numpy_iterator()])
     return boxes[:, 0], boxes[:, 1], boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]

@@ -43,7 +43,7 @@ class RandomResizedCrop(keras.layers.Layer):
         self.height, self.width = int(height), int(width)
         self.scale, self.ratio, self.seed = tuple(scale), tuple(ratio), seed
 
-    def _crop_one(self, image):
+    def crop_one(self, image):
         """(H, W, C) -> (height, width, C)."""
         shape = tf.shape(image)
         h_img, w_img = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
@@ -70,9 +70,9 @@ class RandomResizedCrop(keras.layers.Layer):
         if not training:
             return tf.image.resize(images, [self.height, self.width], method="bilinear", antialias=True)
         if images.shape.rank == 3:
-            return self._crop_one(images)
+            return self.crop_one(images)
         out_shape = tf.TensorSpec([self.height, self.width, images.shape[-1]], tf.float32)
-        return tf.map_fn(self._crop_one, images, fn_output_signature=out_shape)
+        return tf.map_fn(self.crop_one, images, fn_output_signature=out_shape)
 
     def get_config(self):
         return {**super().get_config(), "height": self.height, "width": self.width,

@@ -57,7 +57,7 @@ class Checkpoints(keras.callbacks.Callback):
                 return json.load(f)
         return None
 
-    def _better(self, value, best):
+    def is_better(self, value, best):
         return best is None or (value < best["value"] if self.mode == "min" else value > best["value"])
 
     def on_epoch_end(self, epoch, logs=None):
@@ -69,7 +69,7 @@ class Checkpoints(keras.callbacks.Callback):
         value = logs.get(self.monitor, logs.get(self.monitor.replace("val_", "")))
         if value is None or not math.isfinite(float(value)):
             return
-        if self._better(float(value), self.best()):
+        if self.is_better(float(value), self.best()):
             with atomic_path(self.best_path) as tmp:
                 self.model.save(tmp, include_optimizer=False)
             write_text(self.state_path, json.dumps({"epoch": epoch + 1, "monitor": self.monitor, "value": float(value)}))

@@ -3,6 +3,8 @@ import logging
 
 import keras
 
+from training._compat import sublayers
+
 log = logging.getLogger("training")
 
 
@@ -46,7 +48,7 @@ def synchronize_batchnorm(model):
     """Make every BatchNormalization in model (nested ones too) compute its training statistics over
     the global batch: an all-reduce across the replicas of the current tf.distribute strategy
     (a no-op outside one). Returns the number of layers changed."""
-    bns = [layer for layer in model._flatten_layers(include_self=False, recursive=True)
+    bns = [layer for layer in sublayers(model, recursive=True)
            if isinstance(layer, keras.layers.BatchNormalization)]
     for layer in bns:
         layer.synchronized = True

@@ -4,6 +4,8 @@ import re
 
 import keras
 
+from training._compat import variable_index
+
 NO_DECAY_PATTERNS = ("relative_position_bias_table", "rel_pos")
 
 
@@ -74,7 +76,7 @@ class LayerDecayAdamW(keras.optimizers.AdamW):
         self._multipliers = [float(self.lr_multipliers.get(v.path, 1.0)) for v in var_list]
 
     def update_step(self, gradient, variable, learning_rate):
-        mult = self._multipliers[self._get_variable_index(variable)] if self._multipliers else 1.0
+        mult = self._multipliers[variable_index(self, variable)] if self._multipliers else 1.0
         super().update_step(gradient, variable, learning_rate * mult if mult != 1.0 else learning_rate)
 
     def get_config(self):

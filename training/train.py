@@ -3,6 +3,7 @@
 CLI:    python -m training.train --preset digits --output-dir runs/digits
 Python: training.train.run({"preset": "digits", "output_dir": "runs/digits"}) -> dict
 """
+import contextlib
 import importlib.util
 import json
 import logging
@@ -60,37 +61,9 @@ def _prebuild(model, global_batch, size, classes):
     """
     import numpy as np
 
-    model._symbolic_build(data_batch=(np.zeros((global_batch, size, size, 3), "float32"),
-                                      np.zeros((global_batch, classes), "float32")))
-    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+    from training._compat import prebuild
 
-
-def _multiworker_logs(strategy):
-    """Make Keras 3.15 fit/evaluate work under MultiWorkerMirroredStrategy.
-
-    Keras reduces each step's logs with strategy.reduce("MEAN", value, axis=0), which fails on
-    scalar metrics across workers; reduce scalars with axis=None (their mean over all replicas).
-    """
-    import tensorflow as tf
-    from keras.src import tree
-    from keras.src.backend.tensorflow import trainer as tf_trainer
-
-    original = tf_trainer.reduce_per_replica
-    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or hasattr(original, "keras_original"):
-        return
-
-    def reduce_per_replica(values, strategy, reduction):
-        if reduction not in ("auto", "mean") or not tf_trainer._collective_all_reduce_multi_worker(strategy):
-            return original(values, strategy, reduction)
-
-        def mean(v):
-            rank = strategy.experimental_local_results(v)[0].shape.rank
-            return strategy.reduce("MEAN", v, axis=0 if rank else None)
-
-        return tree.map_structure(mean, values)
-
-    reduce_per_replica.keras_original = original
-    tf_trainer.reduce_per_replica = reduce_per_replica
+    prebuild(model, (np.zeros((global_batch, size, size, 3), "float32"), np.zeros((global_batch, classes), "float32")))
 
 
 def _evaluate(model, ds):
@@ -189,13 +162,13 @@ def run(config=None, callbacks=()):
     import keras
 
     import keras_coatnet  # noqa: F401  (registers the model's layers for load_model)
+    from training._compat import multiworker_log_reduction
     from training.callbacks import Checkpoints, StopOnNonFinite, TrainingDiverged, plot_curves, read_history
     from training.data import load_data, pipeline
     from training.model import build_model
     from training.optim import lr_schedule, make_optimizer, scaled_lr
 
     warnings.filterwarnings("ignore", message=".*(ran out of data|`shuffle=True` was passed).*")
-    _multiworker_logs(strategy)
     kind = device_kind(strategy)
     chief = is_chief(strategy)
     out = cfg["output_dir"] if chief else os.path.join(cfg["output_dir"], f".worker{task_id(strategy)}")
@@ -221,6 +194,8 @@ def run(config=None, callbacks=()):
     data = load_data(cfg)
     info["skipped_images"] = data.skipped
     keras.config.set_dtype_policy(policy)
+    restore = contextlib.ExitStack()
+    restore.enter_context(multiworker_log_reduction(strategy))
     try:
         if cfg["eval_only"]:
             results = {**info, **_eval_only(cfg, strategy, data, global_batch),
@@ -318,6 +293,7 @@ def run(config=None, callbacks=()):
         return results
     finally:
         keras.config.set_dtype_policy(previous_policy)
+        restore.close()
 
 
 def _summary(results):
