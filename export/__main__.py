@@ -82,37 +82,24 @@ def _thresholds(items):
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    from export.errors import ExportError, ValidationError
+    from export.cli import run_main
 
-    try:
-        from export.api import export_model
+    return run_main("export", parse_args, _export, argv)
 
-        size = None if args.input_size is None else (args.input_size * 2)[:2]
-        report = export_model(
-            args.model, args.out_dir, formats=args.formats, calibration_source=args.calibration,
-            input_size=size, uint8_input=args.uint8_input, io_type=args.io_type,
-            num_calib=args.num_calibration, num_heldout=args.num_heldout, optimize=not args.no_optimize,
-            gelu=args.gelu, attention=args.attention, rel_bias=args.rel_bias, labels=args.labels,
-            strict=not args.no_strict,
-            thresholds=_thresholds(args.threshold), name=args.name, qat_epochs=args.qat_epochs,
-            progress=None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True)),
-            input_mean=args.input_mean, input_std=args.input_std, seed=args.seed)
-    except KeyboardInterrupt:
-        if args.debug:
-            raise
-        print("export: interrupted", file=sys.stderr)
-        return 130
-    except ValidationError as e:
-        if args.debug:
-            raise
-        print(f"export: validation failed: {e}", file=sys.stderr)
-        return 1
-    except (ExportError, OSError, ValueError) as e:
-        if args.debug:
-            raise
-        print(f"export: error: {e}", file=sys.stderr)
-        return 2
+
+def _export(args):
+    from export.api import export_model
+
+    size = None if args.input_size is None else (args.input_size * 2)[:2]
+    report = export_model(
+        args.model, args.out_dir, formats=args.formats, calibration_source=args.calibration,
+        input_size=size, uint8_input=args.uint8_input, io_type=args.io_type,
+        num_calib=args.num_calibration, num_heldout=args.num_heldout, optimize=not args.no_optimize,
+        gelu=args.gelu, attention=args.attention, rel_bias=args.rel_bias, labels=args.labels,
+        strict=not args.no_strict,
+        thresholds=_thresholds(args.threshold), name=args.name, qat_epochs=args.qat_epochs,
+        progress=None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True)),
+        input_mean=args.input_mean, input_std=args.input_std, seed=args.seed)
     for fmt, entry in report["formats"].items():
         print(f"{fmt}\t{entry.get('path', '-')}\t{entry['size_bytes'] / 1e6:.2f} MB")
     return 0

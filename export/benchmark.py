@@ -175,22 +175,19 @@ def main(argv=None):
     p.add_argument("--no-optimize", action="store_true", help="convert the plain Keras graph (for comparison)")
     p.add_argument("--no-peer", action="store_true", help="skip the keras-cv-attention-models comparison")
     p.add_argument("--debug", action="store_true")
-    args = p.parse_args(argv)
-    from export.errors import ExportError
+    from export.cli import run_main
 
+    return run_main("export.benchmark", p.parse_args, _benchmark, argv)
+
+
+def _benchmark(args):
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
-    try:
-        report = run(args.model, args.out, formats=args.formats, calibration_source=args.calibration,
-                     input_size=(args.input_size, args.input_size), classes=args.classes,
-                     threads=tuple(args.threads), runs=args.runs, warmup=args.warmup, peer=not args.no_peer,
-                     progress=log, num_calib=args.num_calibration, num_heldout=args.num_heldout,
-                     uint8_input=args.uint8_input, rel_bias=args.rel_bias, attention=args.attention,
-                     gelu=args.gelu, optimize=not args.no_optimize)
-    except (ExportError, FileNotFoundError, ValueError) as e:
-        if args.debug:
-            raise
-        print(f"export.benchmark: error: {e}", file=sys.stderr)
-        return 2
+    report = run(args.model, args.out, formats=args.formats, calibration_source=args.calibration,
+                 input_size=(args.input_size, args.input_size), classes=args.classes,
+                 threads=tuple(args.threads), runs=args.runs, warmup=args.warmup, peer=not args.no_peer,
+                 progress=log, num_calib=args.num_calibration, num_heldout=args.num_heldout,
+                 uint8_input=args.uint8_input, rel_bias=args.rel_bias, attention=args.attention,
+                 gelu=args.gelu, optimize=not args.no_optimize)
     print(table(report))
     if "chart" in report:
         print(f"chart: {report['chart']}")

@@ -127,17 +127,11 @@ def convert(args):
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    from export.cli import run_main
+
     logging.basicConfig(format="%(message)s")
     logging.getLogger("keras_coatnet").setLevel(logging.INFO)
-    try:
-        convert(args)
-    except Exception as e:  # a CLI: one clear line unless --debug
-        if args.debug:
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_main("convert", parse_args, convert, argv)
 
 
 if __name__ == "__main__":

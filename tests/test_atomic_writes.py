@@ -31,6 +31,6 @@ def test_full_disk_keeps_the_earlier_file_and_leaves_no_partial_one(tmp_path, na
     before = out.read_bytes()
     full = _convert(out, max_file_bytes=len(before) // 2)
     assert full.returncode == 2, (full.returncode, full.stderr[-2000:])
-    assert full.stderr.strip().splitlines()[-1].startswith("error: ") and "Traceback" not in full.stderr
+    assert full.stderr.strip().splitlines()[-1].startswith("convert: error: ") and "Traceback" not in full.stderr
     assert out.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == [name]

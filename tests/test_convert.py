@@ -80,9 +80,9 @@ def test_registered_name_at_another_size_loads_in_create_model(tmp_path, monkeyp
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["no_such_model", CHECKPOINT, "x.weights.h5"], "error: Unknown model 'no_such_model'"),
-    ([CONFIG, "missing.safetensors", "x.weights.h5"], "error: Weights file not found: missing.safetensors"),
-    ([CONFIG, CHECKPOINT, "x.h5"], "error: Output must end in .weights.h5 or .keras; got 'x.h5'."),
+    (["no_such_model", CHECKPOINT, "x.weights.h5"], "convert: error: Unknown model 'no_such_model'"),
+    ([CONFIG, "missing.safetensors", "x.weights.h5"], "convert: error: Weights file not found: missing.safetensors"),
+    ([CONFIG, CHECKPOINT, "x.h5"], "convert: error: Output must end in .weights.h5 or .keras; got 'x.h5'."),
 ])
 def test_errors_are_one_line(argv, message, capsys):
     assert convert.main(argv) == 2
@@ -104,4 +104,4 @@ def test_module_entry_point_exit_status(tmp_path):
                            str(tmp_path / "x.weights.h5")], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
-    assert proc.stderr.strip().splitlines()[-1].startswith("error: Weights file not found")
+    assert proc.stderr.strip().splitlines()[-1].startswith("convert: error: Weights file not found")

@@ -118,5 +118,5 @@ def test_cli_error_is_one_line():
     proc = subprocess.run([sys.executable, "-m", "training.train", "--strategy", "tpu", "--preset", "digits"],
                           cwd=REPO, env=python_env(), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1].startswith("error: --strategy tpu: no TPU found")
+    assert proc.stderr.strip().splitlines()[-1].startswith("train: error: --strategy tpu: no TPU found")
     assert "Traceback" not in proc.stderr

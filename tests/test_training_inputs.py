@@ -81,7 +81,7 @@ def _one_line_error(capsys, argv):
     code = main(argv)
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2, err
-    assert err and err[-1].startswith("error: ") and "Traceback" not in "\n".join(err), err
+    assert err and err[-1].startswith("train: error: ") and "Traceback" not in "\n".join(err), err
     return err[-1]
 
 

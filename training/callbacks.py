@@ -12,6 +12,8 @@ from keras_coatnet.atomic import atomic_path, write_text
 class TrainingDiverged(RuntimeError):
     """The training loss became NaN or Inf; the last good checkpoints are kept."""
 
+    exit_code = 3
+
 
 class StopOnNonFinite(keras.callbacks.Callback):
     """Abort fit (by raising TrainingDiverged) on the first batch whose loss is NaN/Inf.

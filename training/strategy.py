@@ -9,6 +9,8 @@ import tensorflow as tf
 class StrategyUnavailable(RuntimeError):
     """The requested strategy cannot run on this machine."""
 
+    exit_code = 2
+
 
 def _tpu_address(tpu):
     """The TPU to connect to: --tpu, $TPU_NAME, or 'local' on a TPU VM; None if none is visible."""

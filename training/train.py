@@ -307,32 +307,22 @@ TRAIN_EXTRA = {"yaml": "pyyaml", "sklearn": "scikit-learn", "matplotlib": "matpl
 
 
 def main(argv=None):
-    """CLI entry point (keras-coatnet-train). Errors are one line unless --debug."""
-    missing = [pip for module, pip in TRAIN_EXTRA.items() if importlib.util.find_spec(module) is None]
-    if missing:
-        print(f"error: {', '.join(missing)} not installed; keras-coatnet-train needs the train extra: "
-              "pip install 'keras-coatnet[train]'", file=sys.stderr)
-        return 2
-    from training import config as config_lib
-    from training.callbacks import TrainingDiverged
-    from training.strategy import StrategyUnavailable
+    """CLI entry point (keras-coatnet-train). Errors are one line unless --debug (``export.cli``)."""
+    from export.cli import run_main
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
-    try:
-        cfg, debug = config_lib.parse_cli(argv)
-        print(_summary(run(cfg)))
-        return 0
-    except TrainingDiverged as e:
-        if debug:
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        return 3
-    except (ValueError, OSError, StrategyUnavailable) as e:  # OSError: unwritable paths, offline downloads
-        if debug:
-            raise
-        print("error: " + " ".join(str(e).split()), file=sys.stderr)
-        return 2
+    return run_main("train", _parse_cli, lambda cfg: print(_summary(run(cfg))), argv)
+
+
+def _parse_cli(argv):
+    """The resolved config of the command line; a missing ``train`` extra is a one-line error."""
+    missing = [pip for module, pip in TRAIN_EXTRA.items() if importlib.util.find_spec(module) is None]
+    if missing:
+        raise ValueError(f"{', '.join(missing)} not installed; keras-coatnet-train needs the train extra: "
+                         "pip install 'keras-coatnet[train]'")
+    from training import config as config_lib
+
+    return config_lib.parse_cli(argv)[0]
 
 
 if __name__ == "__main__":

@@ -1,0 +1,50 @@
+"""The project's one command-line runner (export, training, convert, examples; no TensorFlow import):
+one-line errors unless --debug, and the same exit codes everywhere.
+
+Exit codes: 0 ok, 1 a validation or accuracy target missed, 2 bad input or environment, 3 diverged training,
+130 interrupted (Ctrl-C). An exception class says its code with an ``exit_code`` attribute (export's
+ValidationError 1, training's TrainingDiverged 3); anything else is 2.
+"""
+
+import sys
+
+BAD_INPUT = 2
+INTERRUPTED = 130
+
+
+def exit_code(exc):
+    """The exit code for exception ``exc`` (its class's ``exit_code``, else BAD_INPUT)."""
+    return int(getattr(exc, "exit_code", BAD_INPUT))
+
+
+def _is_user_error(exc):
+    """An error the user can fix from its message alone (no "rerun with --debug" hint)."""
+    return isinstance(exc, (ValueError, OSError)) or hasattr(exc, "exit_code")
+
+
+def message(exc):
+    """One line for ``exc``: a user error's whole message on one line; another error's first line, its type
+    and the --debug hint."""
+    if _is_user_error(exc):
+        return " ".join(str(exc).split()) or type(exc).__name__
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return f"{lines[0] if lines else type(exc).__name__} ({type(exc).__name__}; rerun with --debug for the traceback)"
+
+
+def run_main(prog, parse, body, argv=None):
+    """``body(parse(argv))`` -> exit code (None is 0); ``argv`` defaults to sys.argv[1:]. Errors print
+    ``PROG: error: ...`` (``PROG: LABEL: ...`` for an exception class with a ``cli_label``) on stderr, or raise
+    when argv has --debug."""
+    debug = "--debug" in (sys.argv[1:] if argv is None else list(argv))
+    try:
+        return int(body(parse(argv)) or 0)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return INTERRUPTED
+    except Exception as e:  # noqa: BLE001 - the CLI contract: one line, traceback only with --debug
+        if debug:
+            raise
+        print(f"{prog}: {getattr(e, 'cli_label', 'error')}: {message(e)}", file=sys.stderr)
+        return exit_code(e)
