@@ -120,7 +120,7 @@ def test_other_class_count_reinitializes_only_the_classifier(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="keras_coatnet"):
         other = kc.from_timm_config(cfg, input_shape=(64, 64, 3), classes=4, weights=path)
     assert "keeping a new 4-class classifier" in caplog.text
-    np.testing.assert_array_equal(ref.get_layer("head.pre_logits.fc").get_weights()[0],
-                                  other.get_layer("head.pre_logits.fc").get_weights()[0])
+    np.testing.assert_array_equal(ref.get_layer("head__pre_logits__fc").get_weights()[0],
+                                  other.get_layer("head__pre_logits__fc").get_weights()[0])
     features = kc.from_timm_config(cfg, input_shape=(64, 64, 3), include_top=False, weights=path)
     np.testing.assert_array_equal(features.get_layer("stem").get_weights()[0], ref.get_layer("stem").get_weights()[0])
