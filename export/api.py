@@ -28,9 +28,9 @@ def _model_inputs(model, images):
     """Raw 0-255 images -> what the Keras model takes (normalized unless it normalizes inside)."""
     if model_takes_raw_pixels(model):
         return images
-    from keras_coatnet import preprocess_input
+    from keras_coatnet import normalize_input
 
-    return preprocess_input(images)
+    return normalize_input(images)
 
 
 def _keras_outputs(fn, x):

@@ -38,9 +38,9 @@ def _normalizer(model):
     """A function mapping 0-255 float RGB to the model's input convention."""
     if model_takes_raw_pixels(model):
         return lambda x: x
-    from keras_coatnet import preprocess_input
+    from keras_coatnet import normalize_input
 
-    return preprocess_input
+    return normalize_input
 
 
 class Serving:

@@ -21,7 +21,15 @@ STRIDE = 32
 
 def _check_input_shape(input_shape, input_tensor):
     """Returns (H, W, C) or raises a ValueError saying what is allowed."""
+    if keras.config.image_data_format() != "channels_last":
+        raise ValueError("CoAtNet models are channels_last (NHWC) only; keras.config.image_data_format() is "
+                         f"{keras.config.image_data_format()!r}. Call keras.config.set_image_data_format("
+                         "'channels_last') before building, and feed NHWC images.")
     if input_tensor is not None:
+        if not keras.backend.is_keras_tensor(input_tensor):
+            raise ValueError("input_tensor must be a Keras tensor (keras.Input(...) or a layer's output); got a "
+                             f"{type(input_tensor).__module__}.{type(input_tensor).__name__}. To run the model on "
+                             "data, build it with input_shape=... and call model.predict(x).")
         if len(input_tensor.shape) != 4:
             raise ValueError(f"input_tensor must be 4-D [batch, height, width, 3] (NHWC); got shape "
                              f"{tuple(input_tensor.shape)}.")

@@ -172,9 +172,29 @@ def test_training_mode_is_stochastic_and_inference_is_not():
     assert not np.allclose(model(x, training=True), model(x, training=True))
 
 
-def test_preprocess_input_matches_builtin_preprocessing(micro):
+def test_normalize_input_matches_builtin_preprocessing(micro):
     x = images()
     raw = micro.predict(x, verbose=0)
     inner = kc.create_model("coatnet_micro", input_shape=(64, 64, 3), classes=10, include_preprocessing=False)
     inner.set_weights(micro.get_weights())
-    np.testing.assert_allclose(inner.predict(kc.preprocess_input(x), verbose=0), raw, atol=1e-6)
+    np.testing.assert_allclose(inner.predict(kc.normalize_input(x, "coatnet_micro"), verbose=0), raw, atol=1e-6)
+    tensor = kc.normalize_input(keras.ops.convert_to_tensor(x), "coatnet_micro")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(tensor), kc.normalize_input(x), atol=1e-6)
+
+
+def test_normalize_input_uses_the_models_and_the_weights_mean_and_std():
+    x = np.full((1, 32, 32, 3), 255.0, "float32")
+    np.testing.assert_allclose(kc.normalize_input(x)[0, 0, 0], [1.0, 1.0, 1.0], atol=1e-6)  # timm's 0.5 / 0.5
+    imagenet = (1 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
+    np.testing.assert_allclose(kc.normalize_input(x, "coatnet_bn_0_rw_224")[0, 0, 0], imagenet, atol=1e-5)
+    np.testing.assert_allclose(kc.normalize_input(x, "coatnet_bn_0_rw_224", weights="imagenet")[0, 0, 0],
+                               imagenet, atol=1e-5)
+
+
+def test_preprocess_input_passes_through_as_in_keras_applications(micro):
+    """Models normalize inside (include_preprocessing=True), so the keras.applications idiom
+    `model.predict(preprocess_input(x))` gives the model's own predictions, as for ConvNeXt/EfficientNetV2."""
+    x = images(4)
+    for data_format in (None, "channels_last", "channels_first"):
+        assert kc.preprocess_input(x, data_format=data_format) is x
+    np.testing.assert_array_equal(micro.predict(kc.preprocess_input(x), verbose=0), micro.predict(x, verbose=0))
