@@ -1,8 +1,9 @@
 """Forward-pass latency of keras_coatnet models on each Keras 3 backend (TensorFlow, JAX, PyTorch), CPU.
 
 One long-lived process per backend (KERAS_BACKEND is fixed per process) builds each model with random weights
-and compiles its predict function the backend's way: TensorFlow `tf.function`, JAX `jax.jit`, PyTorch
-`torch.compile` (eager if that fails; the table says which). Builds, compiles and warm-up are not timed. The
+and compiles its predict function the backend's way: TensorFlow `tf.function`, JAX `jax.jit`; PyTorch runs
+eager unless `--torch-compile` (`torch.compile` builds C++ kernels: many minutes on 2 loaded cores; eager if it
+fails; the table says which). Builds, compiles and warm-up are not timed. The
 processes are timed interleaved: each round times `--iters` calls per model on every backend in turn. Reports
 the median ms per batch over rounds, by wall clock and by CPU time of the backend's process.
 
@@ -36,9 +37,11 @@ def handle(msg):
         size, batch = msg["size"], msg["batch"]
         model = kc.create_model(msg["model"], input_shape=(size, size, 3), classes=1000)
         x = np.random.default_rng(0).uniform(0, 255, (batch, size, size, 3)).astype("float32")
-        mode = {"tensorflow": "tf.function", "jax": "jax.jit", "torch": "torch.compile"}[keras.backend.backend()]
+        backend = keras.backend.backend()
+        compiled = backend == "jax" or (backend == "torch" and msg["torch_compile"])
+        mode = {"tensorflow": "tf.function", "jax": "jax.jit", "torch": "torch.compile" if compiled else "eager"}[backend]
         try:
-            model.compile(jit_compile=keras.backend.backend() != "tensorflow")
+            model.compile(jit_compile=compiled)
             for _ in range(2):
                 model.predict_on_batch(x)
         except Exception as e:  # torch.compile needs a working C++ toolchain
@@ -80,6 +83,7 @@ def parse_args(argv=None):
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--iters", type=int, default=5)
     p.add_argument("--backends", default=",".join(BACKENDS))
+    p.add_argument("--torch-compile", action="store_true", help="torch.compile the PyTorch model (slow to build)")
     p.add_argument("--json", help="also write the results to this file")
     return p.parse_args(argv)
 
@@ -96,7 +100,8 @@ def main(argv=None):
                    "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
             sessions[b] = PeerSession(_WORKER, timeout=1800, python=sys.executable, env=env)
             for m in models:
-                out = sessions[b].request({"cmd": "setup", "model": m, "size": args.size, "batch": args.batch})
+                out = sessions[b].request({"cmd": "setup", "model": m, "size": args.size, "batch": args.batch,
+                                          "torch_compile": args.torch_compile})
                 modes[b, m] = out["mode"]
                 print(f"{b:10s} {m:14s} {out['mode']}: built, compiled and warmed up in {out['setup_s']:.0f} s",
                       flush=True)
