@@ -111,3 +111,16 @@ def test_keras_file_saved_here_loads_on_another_backend(other, tmp_path):
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert _max_abs(np.load(out_path), _predict(model, x)) <= TOLERANCE
+
+
+def test_training_initializes_from_a_legacy_keras_file():
+    """training/ copies weights by layer name: the old dotted names must match the new ones."""
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("training/ is TensorFlow only")
+    from training.model import transfer_weights
+
+    io = np.load(os.path.join(LEGACY, "io.npz"))
+    source = keras.models.load_model(os.path.join(LEGACY, "coatnet_micro.keras"), compile=False)
+    model = _legacy_twin("coatnet_micro")
+    assert transfer_weights(source, model) == len([l for l in model.layers if l.weights])
+    assert _max_abs(_predict(model, io["x"]), io["coatnet_micro"]) <= TOLERANCE
