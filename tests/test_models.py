@@ -162,6 +162,12 @@ def test_fit_reduces_loss_on_a_tiny_problem():
     first = model.evaluate(x, y, verbose=0)
     history = model.fit(x, y, epochs=15, batch_size=16, verbose=0)
     assert history.history["loss"][-1] < 0.7 * history.history["loss"][0]
+    # 30 steps at BatchNorm momentum 0.9 leave the moving statistics behind the fast-moving weights, which on
+    # some initializations (they differ per backend) hides the progress at inference: re-estimate them first.
+    for layer in model._flatten_layers():
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = 0.0
+    model(x, training=True)
     assert model.evaluate(x, y, verbose=0) < first
 
 
