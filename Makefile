@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv test test-fast demo bench clean
+.PHONY: venv test test-fast test-backends demo bench clean
 
 venv: $(STAMP)
 
@@ -19,6 +19,20 @@ $(STAMP): requirements.txt pyproject.toml
 # pytest exits 5 when it collects no test: that is a failure for us, not a pass.
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# The library's tests on Keras' JAX and PyTorch backends too (training/ and export/ are TensorFlow only).
+BACKENDS_STAMP := $(VENV)/.backends-installed
+BACKEND_TESTS := tests/test_models.py tests/test_errors.py tests/test_parity.py tests/test_backends.py
+# Parameter counts are arithmetic on layer shapes, the same on every backend: TensorFlow's run checks them.
+BACKEND_SELECT := -k "not param_count"
+
+$(BACKENDS_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet --no-build-isolation -e ".[jax,torch]"
+	touch $(BACKENDS_STAMP)
+
+test-backends: $(BACKENDS_STAMP)
+	KERAS_BACKEND=jax $(PY) -m pytest -q $(BACKEND_SELECT) $(BACKEND_TESTS) $(PYTEST_ARGS)
+	KERAS_BACKEND=torch $(PY) -m pytest -q $(BACKEND_SELECT) $(BACKEND_TESTS) $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)

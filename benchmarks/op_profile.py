@@ -26,7 +26,7 @@ import tensorflow as tf
 
 
 def _group(scope, block_re):
-    """(block, part) from an op's name scope, e.g. ('stages.2.blocks.0', 'attn/rel_pos')."""
+    """(block, part) from an op's name scope, e.g. ('stages__2__blocks__0', 'attn/rel_pos')."""
     parts = [re.sub(r"_\\d+$", "", p) for p in scope.split("/")[1:]]  # drop the model name
     for i, p in enumerate(parts):
         m = re.match(block_re, p)
@@ -72,8 +72,8 @@ def profile_model(model, batch, steps, block_re, logdir="/tmp/op_profile_trace")
             "by_part": dict(by_part)}
 '''
 
-# Our blocks are scopes "stages.2.blocks.0"; kecam's are name prefixes "stack_3_block_1_mhsa_...".
-OURS_BLOCK_RE = r"(stem|stages\.\d+\.blocks\.\d+|norm|head\S*)()$"
+# Our blocks are scopes "stages__2__blocks__0" ("stages.2.blocks.0" before); kecam's are name prefixes "stack_3_block_1_mhsa_...".
+OURS_BLOCK_RE = r"(stem|stages(?:\.|__)\d+(?:\.|__)blocks(?:\.|__)\d+|norm|head\S*)()$"
 PEER_BLOCK_RE = r"(stem|stack_\d+_block_\d+)_?(.*)$"
 
 _PEER_CODE = _PROFILE_CODE + '''

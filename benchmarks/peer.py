@@ -123,11 +123,12 @@ class PeerSession:
     handler fails or the process dies, TimeoutError after ``timeout`` seconds.
     """
 
-    def __init__(self, setup_code, timeout=600):
-        python = ensure_peer_venv()
+    def __init__(self, setup_code, timeout=600, python=None, env=None):
+        """``python``/``env``: another interpreter and environment (default: the peer venv's)."""
+        python = python or ensure_peer_venv()
         self.timeout = timeout
         script = _PRELUDE + textwrap.dedent(setup_code) + _SERVER
-        self.proc = subprocess.Popen([str(python), "-c", script], env=peer_env(),
+        self.proc = subprocess.Popen([str(python), "-c", script], env=env or peer_env(),
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True, bufsize=1)
         self._replies = queue.Queue()

@@ -1,7 +1,8 @@
 """Builds a CoAtNet Keras model from a config dict (timm's `MaxxVitCfg` layout, see `config.py`). NHWC.
 
-Layer names are timm's module paths ("stem", "stages.2.blocks.0", "norm", "head.fc", ...): stage i's output is
-the output of its last block, and `timm_weights` maps timm `state_dict` keys onto the layers by these names.
+Layer names are timm's module paths spelled without dots (`naming`: "stem", "stages__2__blocks__0", "norm",
+"head__fc", ...): stage i's output is the output of its last block, and `timm_weights` maps timm `state_dict`
+keys onto the layers by these names.
 """
 
 import keras
@@ -11,6 +12,7 @@ from keras import layers
 from keras_coatnet.config import block_plan, resolve_config
 from keras_coatnet.layers import MBConvBlock, Stem, TransformerBlock
 from keras_coatnet.layers.common import norm_layer
+from keras_coatnet.naming import block_index, keras_name
 from keras_coatnet.preprocessing import Normalize
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -20,7 +22,15 @@ STRIDE = 32
 
 def _check_input_shape(input_shape, input_tensor):
     """Returns (H, W, C) or raises a ValueError saying what is allowed."""
+    if keras.config.image_data_format() != "channels_last":
+        raise ValueError("CoAtNet models are channels_last (NHWC) only; keras.config.image_data_format() is "
+                         f"{keras.config.image_data_format()!r}. Call keras.config.set_image_data_format("
+                         "'channels_last') before building, and feed NHWC images.")
     if input_tensor is not None:
+        if not keras.backend.is_keras_tensor(input_tensor):
+            raise ValueError("input_tensor must be a Keras tensor (keras.Input(...) or a layer's output); got a "
+                             f"{type(input_tensor).__module__}.{type(input_tensor).__name__}. To run the model on "
+                             "data, build it with input_shape=... and call model.predict(x).")
         if len(input_tensor.shape) != 4:
             raise ValueError(f"input_tensor must be 4-D [batch, height, width, 3] (NHWC); got shape "
                              f"{tuple(input_tensor.shape)}.")
@@ -92,7 +102,7 @@ def make_stem(cfg):
 
 def make_block(cfg, b, image_size, drop_path=0.0):
     """The block layer for one entry `b` of `block_plan(cfg)` in a model taking `image_size` (H, W) inputs."""
-    name = f"stages.{b['stage']}.blocks.{b['index']}"
+    name = keras_name(f"stages.{b['stage']}.blocks.{b['index']}")
     if b["type"] == "C":
         return MBConvBlock(b["in_dim"], b["out_dim"], b["stride"], cfg["conv_cfg"], drop_path, name=name)
     size = (image_size[0] // b["reduction"], image_size[1] // b["reduction"])
@@ -110,13 +120,13 @@ def add_head(x, cfg, include_top=True, pooling=None, classes=1000, classifier_ac
     if not hidden:
         x = norm("norm")(x)
     if include_top:
-        x = layers.GlobalAveragePooling2D(name="head.global_pool")(x)
+        x = layers.GlobalAveragePooling2D(name="head__global_pool")(x)
         if hidden:
-            x = norm("head.norm")(x)
-            x = layers.Dense(hidden, activation="tanh", name="head.pre_logits.fc")(x)
+            x = norm("head__norm")(x)
+            x = layers.Dense(hidden, activation="tanh", name="head__pre_logits__fc")(x)
         if dropout_rate:
-            x = layers.Dropout(dropout_rate, name="head.drop")(x)
-        x = layers.Dense(classes, name="head.fc")(x)
+            x = layers.Dropout(dropout_rate, name="head__drop")(x)
+        x = layers.Dense(classes, name="head__fc")(x)
         return layers.Activation(classifier_activation, name="predictions", dtype="float32")(x)
     if pooling == "avg":
         return layers.GlobalAveragePooling2D(name="avg_pool")(x)
@@ -157,9 +167,9 @@ def stage_outputs(model):
     """The output tensors of each stage (the last block of each), in order: [B, H/4, W/4, C0], ..."""
     last = {}
     for layer in model.layers:
-        parts = layer.name.split(".")
-        if len(parts) == 4 and parts[0] == "stages":
-            last[int(parts[1])] = layer
+        index = block_index(layer.name)
+        if index is not None:
+            last[index[0]] = layer
     return [last[i].output for i in sorted(last)]
 
 

@@ -30,15 +30,43 @@ class Normalize(layers.Layer):
         return {**super().get_config(), "mean": self.mean, "std": self.std}
 
 
-def preprocess_input(x, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)):
-    """Normalizes raw 0-255 RGB images [..., H, W, 3] for a model built with `include_preprocessing=False`.
+def preprocess_input(x, data_format=None):
+    """Returns `x` unchanged: the `keras.applications` convention for models that normalize inside (ConvNeXt,
+    EfficientNetV2). Our models do by default (`include_preprocessing=True`: they take raw 0-255 RGB), so
+    `model.predict(preprocess_input(x))` gives the model's predictions. For a model built with
+    `include_preprocessing=False`, normalize with `normalize_input(x, model_name, weights)` instead.
+    `data_format` is accepted as in keras.applications (None, "channels_last" or "channels_first")."""
+    if data_format not in (None, "channels_last", "channels_first"):
+        raise ValueError(f"data_format must be None, 'channels_last' or 'channels_first'; got {data_format!r}.")
+    return x
 
-    The default mean/std are timm's CoAtNet ones (0.5); `coatnet_bn_0_rw` weights use ImageNet's.
-    Returns a float32 array (NumPy in, NumPy out) or tensor."""
+
+def input_mean_std(model_name=None, weights=None):
+    """(mean, std) on the 0-1 scale a model is trained with: the published `weights`' (a tag such as
+    'imagenet') of registered `model_name`, else the model's, else timm's CoAtNet default (0.5, 0.5)."""
+    if weights is not None:
+        from keras_coatnet.pretrained import get_weights
+
+        entry = get_weights(model_name, weights)
+        return entry.mean, entry.std
+    if model_name is not None:
+        from keras_coatnet.registry import get_entry
+
+        entry = get_entry(model_name)
+        return entry["mean"], entry["std"]
+    return (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+
+
+def normalize_input(x, model_name=None, weights=None):
+    """Normalizes raw 0-255 RGB images [..., H, W, 3] (NHWC) for a model built with
+    `include_preprocessing=False`: (x / 255 - mean) / std with the mean/std of `input_mean_std(model_name,
+    weights)` (timm's 0.5 for most CoAtNets; ImageNet's for coatnet_bn_0_rw). Returns a float32 array (NumPy
+    in, NumPy out) or a backend tensor."""
+    mean, std = input_mean_std(model_name, weights)
     if isinstance(x, np.ndarray) or isinstance(x, (list, tuple)):
         x = np.asarray(x, "float32")
         if x.shape[-1] != 3:
-            raise ValueError(f"preprocess_input expects RGB images with 3 channels last (NHWC); got {x.shape}.")
+            raise ValueError(f"normalize_input expects RGB images with 3 channels last (NHWC); got {x.shape}.")
         return (x / 255.0 - np.array(mean, "float32")) / np.array(std, "float32")
     return Normalize(mean, std)(ops.cast(x, "float32"))
 

@@ -1,7 +1,8 @@
 """Loads timm CoAtNet `state_dict`s (PyTorch layouts) into our Keras models, strictly.
 
-Our layer names are timm's module paths, so a Keras variable's timm key is its owning layer's path (names
-joined with '.') plus the PyTorch parameter name. Layouts: conv OIHW -> HWIO, depthwise [C, 1, kh, kw] ->
+Our layer names are timm's module paths (spelled without dots, see `naming`), so a Keras variable's timm key is
+its owning layer's path (names mapped back by `naming.timm_path` and joined with '.') plus the PyTorch parameter
+name. Layouts: conv OIHW -> HWIO, depthwise [C, 1, kh, kw] ->
 [kh, kw, C, 1], linear [out, in] -> [in, out]. Relative position bias tables trained at another resolution
 are resized as timm does (see `resize_bias_table`).
 """
@@ -14,6 +15,7 @@ from keras import layers
 
 from keras_coatnet import _compat
 from keras_coatnet.layers import LayerScale, RelativePositionBias
+from keras_coatnet.naming import timm_path
 
 log = logging.getLogger("keras_coatnet")
 
@@ -52,7 +54,7 @@ def read_safetensors(path):
 def _walk(layer, path):
     yield path, layer
     for sub in _compat.sublayers(layer):
-        yield from _walk(sub, f"{path}.{sub.name}")
+        yield from _walk(sub, f"{path}.{timm_path(sub.name)}")
 
 
 def _own_variables(layer):
@@ -64,7 +66,7 @@ def variable_map(model):
     """{timm key: (keras variable, owning layer)} for every weight of `model`."""
     out = {}
     for top in model.layers:
-        for path, layer in _walk(top, top.name):
+        for path, layer in _walk(top, timm_path(top.name)):
             own = _own_variables(layer)
             if not own:
                 continue

@@ -39,7 +39,7 @@ def test_weights_h5_round_trip_and_report(tmp_path, capsys):
     mapped = [line for line in lines if " -> " in line and not line.startswith("Converted")]
     assert len(mapped) == len(learned)
     assert "stem.conv1.weight -> stem/conv1/kernel  [8, 3, 3, 3] -> [3, 3, 3, 8]" in lines
-    assert any(line.startswith("head.fc.weight -> head.fc/kernel  [10, 96] -> [96, 10]") for line in lines)
+    assert any(line.startswith("head.fc.weight -> head__fc/kernel  [10, 96] -> [96, 10]") for line in lines)
     assert lines[-1].startswith(f"Converted {len(learned)} tensors")
     meta, ref = _reference()
     model = kc.from_timm_config(meta["timm_cfg"], input_shape=(64, 64, 3), classes=10, weights=out)

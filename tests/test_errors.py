@@ -120,7 +120,40 @@ def test_other_class_count_reinitializes_only_the_classifier(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="keras_coatnet"):
         other = kc.from_timm_config(cfg, input_shape=(64, 64, 3), classes=4, weights=path)
     assert "keeping a new 4-class classifier" in caplog.text
-    np.testing.assert_array_equal(ref.get_layer("head.pre_logits.fc").get_weights()[0],
-                                  other.get_layer("head.pre_logits.fc").get_weights()[0])
+    np.testing.assert_array_equal(ref.get_layer("head__pre_logits__fc").get_weights()[0],
+                                  other.get_layer("head__pre_logits__fc").get_weights()[0])
     features = kc.from_timm_config(cfg, input_shape=(64, 64, 3), include_top=False, weights=path)
     np.testing.assert_array_equal(features.get_layer("stem").get_weights()[0], ref.get_layer("stem").get_weights()[0])
+
+
+def _one_line(excinfo):
+    message = str(excinfo.value)
+    assert "\n" not in message and "\x1b" not in message, message
+    return message
+
+
+def test_global_channels_first_gives_one_clear_line():
+    keras.config.set_image_data_format("channels_first")
+    try:
+        with pytest.raises(ValueError, match="channels_last") as excinfo:
+            micro(input_shape=(32, 32, 3))
+    finally:
+        keras.config.set_image_data_format("channels_last")
+    assert "set_image_data_format" in _one_line(excinfo)
+
+
+def test_numpy_input_tensor_gives_one_clear_line():
+    with pytest.raises(ValueError, match="input_tensor must be a Keras tensor") as excinfo:
+        micro(input_tensor=np.zeros((1, 32, 32, 3), "float32"))
+    assert "ndarray" in _one_line(excinfo)
+
+
+def test_preprocess_input_data_format_must_be_known():
+    with pytest.raises(ValueError, match="data_format") as excinfo:
+        kc.preprocess_input(np.zeros((1, 32, 32, 3)), data_format="nhwc")
+    _one_line(excinfo)
+
+
+def test_normalize_input_unknown_weights_name():
+    with pytest.raises(ValueError, match="coatnet_micro"):
+        kc.normalize_input(np.zeros((1, 32, 32, 3)), "coatnet_micro", weights="imagenet")

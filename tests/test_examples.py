@@ -106,7 +106,7 @@ def test_finetune_from_weights_export_int8_then_predict_like_a_phone_app(tmp_pat
 
     # The backbone came from the weights file and stayed frozen; the head learned.
     tuned = keras.models.load_model(os.path.join(run_dir, "best.keras"), compile=False)
-    for name in ("stem", "stages.0.blocks.0", "stages.2.blocks.0"):
+    for name in ("stem", "stages__0__blocks__0", "stages__2__blocks__0"):
         for got, want in zip(tuned.get_layer(name).get_weights(), source.get_layer(name).get_weights()):
             np.testing.assert_array_equal(got, want)
     assert tuned.output.shape[-1] == 3

@@ -81,7 +81,7 @@ def test_auto_options_pick_per_format():
 
 def test_view_rebuilds_every_block_and_keeps_no_runtime_gather():
     model = keras_coatnet.create_model("coatnet_micro", input_shape=(64, 64, 3), classes=10)
-    blocks = [l.name for l in model.layers if l.name.startswith("stages.")]
+    blocks = [l.name for l in model.layers if l.name.startswith("stages__")]
     assert set(blocks) <= set(view.known_layers(model)) and "stem" in view.known_layers(model)
     attn = model.get_layer(blocks[-1]).attn
     bias = view.relative_bias(attn)

@@ -14,7 +14,7 @@ FIXTURES = sorted(glob.glob(os.path.join(HERE, "fixtures", "timm*", "*", "config
 # More fixture folders of the same layout (e.g. full-size models from tools/make_timm_fixtures.py --full).
 EXTRA = os.environ.get("KERAS_COATNET_EXTRA_FIXTURES")
 EXTRA_FIXTURES = sorted(glob.glob(os.path.join(EXTRA, "*", "config.json"))) if EXTRA else []
-TOLERANCE = 1e-4
+TOLERANCE = 1e-5
 
 
 def max_rel_error(ours, ref):

@@ -397,7 +397,7 @@ def test_other_class_count_keeps_backbone_and_new_head(served, caplog):
                                 classifier_activation=None)
     assert "10-class head; keeping a new 5-class classifier" in caplog.text
     assert "pass classes=10 to keep it" in caplog.text
-    assert tuple(model.get_layer("head.fc").kernel.shape) == (96, 5)
+    assert tuple(model.get_layer("head__fc").kernel.shape) == (96, 5)
     ref = np.load(os.path.join(FIXTURE, "io.npz"))
     assert model.predict(ref["images_nhwc"], verbose=0).shape == (2, 5)
     assert _max_rel_error(_stage_outputs(model, ref["images_nhwc"])[3], ref["stage3_nhwc"]) < TOLERANCE

@@ -81,10 +81,10 @@ def test_layer_wise_lr_decay():
     model = _micro()
     mult = layer_lr_multipliers(model, 0.5)
     by_layer = {p.split("/")[0]: m for p, m in mult.items()}
-    assert by_layer["head.fc"] == 1.0
-    depth = len([n for n in by_layer if n.startswith("stages.")])
+    assert by_layer["head__fc"] == 1.0
+    depth = len([n for n in by_layer if n.startswith("stages__")])
     assert by_layer["stem"] == pytest.approx(0.5 ** (depth + 1))
-    assert by_layer["stages.0.blocks.0"] > by_layer["stem"]
+    assert by_layer["stages__0__blocks__0"] > by_layer["stem"]
 
     cfg = config_lib.resolve({"layer_decay": 0.5, "weight_decay": 0.0, "clipnorm": None})
     opt = make_optimizer(model, cfg, 0.01)

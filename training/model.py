@@ -3,17 +3,19 @@ import logging
 
 import keras
 
+from keras_coatnet.naming import timm_path
 from training._compat import sublayers
 
 log = logging.getLogger("training")
 
 
 def transfer_weights(src, dst):
-    """Copy weights from src to dst for layers with the same name and weight shapes; returns count."""
-    src_layers = {layer.name: layer for layer in src.layers}
+    """Copy weights from src to dst for layers with the same name (old dotted names match the new ones) and
+    weight shapes; returns count."""
+    src_layers = {timm_path(layer.name): layer for layer in src.layers}
     copied = 0
     for layer in dst.layers:
-        other = src_layers.get(layer.name)
+        other = src_layers.get(timm_path(layer.name))
         if other is None or not layer.weights:
             continue
         values = other.get_weights()

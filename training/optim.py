@@ -1,9 +1,9 @@
 """AdamW with decoupled weight decay masks, optional layer-wise LR decay, warmup + cosine LR."""
 import math
-import re
 
 import keras
 
+from keras_coatnet.naming import block_index
 from training._compat import variable_index
 
 NO_DECAY_PATTERNS = ("relative_position_bias_table", "rel_pos")
@@ -33,14 +33,14 @@ def no_weight_decay(variable):
 
 
 def layer_depths(model):
-    """{variable path: depth}: stem 0, each stages.i.blocks.j block +1 in order, the rest (head) last."""
+    """{variable path: depth}: stem 0, each stages__i__blocks__j block +1 in order, the rest (head) last."""
     depth, depths, rest = 0, {}, []
     for layer in model.layers:
         if not layer.weights:
             continue
         if layer.name.startswith("stem"):
             d = 0
-        elif re.match(r"stages\.\d+", layer.name):
+        elif block_index(layer.name) is not None:
             depth += 1
             d = depth
         else:

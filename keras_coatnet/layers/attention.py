@@ -44,9 +44,9 @@ class RelativePositionBias(layers.Layer):
         self.index = relative_index(h, w, key_minus_query=(kind == "bias_tf")).reshape(-1)
         if kind == "mlp":
             self.coords = log_offsets(h, w).reshape(-1, 2)
-            self.fc1 = layers.Dense(hidden_dim, activation="relu", name="mlp.fc1", dtype=self.dtype_policy)
-            self.drop = layers.Dropout(0.125, name="mlp.drop", dtype=self.dtype_policy)
-            self.fc2 = layers.Dense(num_heads, name="mlp.fc2", dtype=self.dtype_policy)
+            self.fc1 = layers.Dense(hidden_dim, activation="relu", name="mlp__fc1", dtype=self.dtype_policy)
+            self.drop = layers.Dropout(0.125, name="mlp__drop", dtype=self.dtype_policy)
+            self.fc2 = layers.Dense(num_heads, name="mlp__fc2", dtype=self.dtype_policy)
 
     def build(self, input_shape=None):
         h, w = self.size

@@ -33,8 +33,8 @@ class TransformerBlock(CompositeLayer):
         if stride == 2 or in_dim != out_dim:
             self.shortcut = Downsample2d(out_dim, c["pool_type"] if stride == 2 else None, c["shortcut_bias"],
                                          name="shortcut", dtype=dt)
-        self.norm1 = norm("norm1.norm" if stride == 2 else "norm1")
-        self.down = Pool2d(c["pool_type"], name="norm1.down", dtype=dt) if stride == 2 else None
+        self.norm1 = norm("norm1__norm" if stride == 2 else "norm1")
+        self.down = Pool2d(c["pool_type"], name="norm1__down", dtype=dt) if stride == 2 else None
         self.attn = RelativeAttention2d(
             in_dim, out_dim, self.size, dim_head=c["dim_head"], expand_first=c["expand_first"],
             head_first=True, use_bias=c["attn_bias"], rel_pos_type=c["rel_pos_type"],
@@ -42,10 +42,10 @@ class TransformerBlock(CompositeLayer):
         scale = lambda name: LayerScale(c["init_values"], name=name, dtype=dt) if c["init_values"] else None
         self.ls1, self.ls2 = scale("ls1"), scale("ls2")
         self.norm2 = norm("norm2")
-        self.fc1 = layers.Conv2D(int(out_dim * c["expand_ratio"]), 1, name="mlp.fc1", dtype=dt)
+        self.fc1 = layers.Conv2D(int(out_dim * c["expand_ratio"]), 1, name="mlp__fc1", dtype=dt)
         self.act = activation(c["act_layer"])
-        self.mlp_drop = layers.Dropout(c["proj_drop"], name="mlp.drop", dtype=dt)
-        self.fc2 = layers.Conv2D(out_dim, 1, name="mlp.fc2", dtype=dt)
+        self.mlp_drop = layers.Dropout(c["proj_drop"], name="mlp__drop", dtype=dt)
+        self.fc2 = layers.Conv2D(out_dim, 1, name="mlp__fc2", dtype=dt)
         self.drop_path1 = DropPath(drop_path, name="drop_path1", dtype=dt)
         self.drop_path2 = DropPath(drop_path, name="drop_path2", dtype=dt)
 
