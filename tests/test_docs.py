@@ -1,5 +1,6 @@
-"""The README's shell blocks: every command that can run offline runs as written (plus fast-mode flags) and
-exits 0; the others are skipped for a stated reason. Catches commands naming files nothing writes."""
+"""The docs (README.md and docs/*.md): every relative link resolves, and every shell command that can run offline
+runs as written (plus fast-mode flags) and exits 0; the others are skipped for a stated reason. Catches commands
+naming files nothing writes."""
 
 import glob
 import os
@@ -11,6 +12,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# The docs in the order their commands build on each other (train, then export, then run the files).
+DOCS = ["README.md", "docs/training.md", "docs/export.md", "docs/examples.md", "docs/weights.md",
+        "docs/backends.md", "docs/benchmarks.md"]
 # Commands that cannot run here, by a piece of their text -> why.
 SKIP = {
     "make ": "runs the demo / the whole suite (make test runs both)",
@@ -29,8 +33,8 @@ FAST = {
 
 
 def readme_commands():
-    """Every command of the README's ```bash blocks (continuation lines joined, comments dropped)."""
-    text = (ROOT / "README.md").read_text()
+    """Every command of the docs' ```bash blocks, in DOCS order (continuation lines joined, comments dropped)."""
+    text = "\n".join((ROOT / doc).read_text() for doc in DOCS)
     commands = []
     for block in re.findall(r"```bash\n(.*?)```", text, re.S):
         for cmd in re.sub(r"\\\n", " ", block).splitlines():
@@ -44,6 +48,33 @@ def readme_commands():
 
 def skip_reason(cmd):
     return next((why for piece, why in SKIP.items() if piece in cmd), None)
+
+
+def test_docs_are_listed_and_their_relative_links_resolve():
+    assert sorted(DOCS) == sorted(["README.md"] + [f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md")])
+    broken = []
+    for doc in DOCS:
+        path = ROOT / doc
+        for target in re.findall(r"\]\(([^)\s]+)\)", path.read_text()):
+            if re.match(r"[a-z]+:", target):  # http(s), mailto: not checked offline
+                continue
+            file_part, _, anchor = target.partition("#")
+            dest = (path.parent / file_part).resolve() if file_part else path
+            if not dest.exists():
+                broken.append(f"{doc}: {target}")
+            elif anchor and dest.suffix == ".md" and anchor not in _anchors(dest.read_text()):
+                broken.append(f"{doc}: {target} (no such heading)")
+    assert broken == []
+
+
+def _anchors(markdown):
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces as dashes."""
+    heads = re.findall(r"(?m)^#+ (.*)$", markdown)
+    return {re.sub(r"[^a-z0-9 _-]", "", h.strip().lower()).replace(" ", "-") for h in heads}
+
+
+def test_readme_is_short():
+    assert len((ROOT / "README.md").read_bytes()) < 12_000
 
 
 def test_every_readme_command_is_run_or_skipped_for_a_reason():
