@@ -3,7 +3,7 @@
 A calibration source is one of:
 - ``random``: smooth random images (speed / size runs of untrained models, no labels);
 - ``digits``: sklearn digits upscaled (train split calibrates, test split validates, labels known);
-- a folder of images (.jpg .jpeg .png .bmp .gif .webp, searched recursively; DIR/CLASS/... are classes);
+- a folder of images (`training.data.IMAGE_SUFFIXES`, searched recursively, hidden and system entries skipped as in training; DIR/CLASS/... are classes);
 - a TFRecord file (or a folder / glob of them) with an encoded image under ``image``, ``image/encoded``
   or ``image_raw`` (and an optional int label under ``label`` or ``image/class/label``);
 - a training config (.yaml / .yml / .json) as ``python -m training.train --config`` reads it: ``dataset``
@@ -23,8 +23,8 @@ import numpy as np
 
 from export.errors import ExportError
 from export.images import decode_image
+from training.data import IMAGE_SUFFIXES, digits_arrays, tfrecord_files, visible
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
 TFRECORD_SUFFIXES = {".tfrecord", ".tfrecords", ".record"}
 CONFIG_SUFFIXES = {".yaml", ".yml", ".json"}
 IMAGE_KEYS = ("image", "image/encoded", "image_raw")
@@ -93,15 +93,8 @@ def stratified_split(keys, num_calib, num_heldout, seed=SEED):
 def digits_split(size, split):
     """Digits (images [N, size, size, 3] 0-255 float32, labels [N]) for split "train" or "test".
 
-    Uses the training package's fixed split (``training.data.digits_arrays``) when it is importable, so the
-    held-out images are the ones the model never trained on; else ``export.digits``."""
-    try:
-        from training.data import digits_arrays
-    except Exception:  # noqa: BLE001 - training/ is optional for export
-        from export.digits import load_digits_rgb
-
-        x, y = load_digits_rgb(size, split=split)
-        return np.asarray(x, np.float32), np.asarray(y)
+    The training package's fixed split (``training.data.digits_arrays``), so the held-out images are the ones a
+    model trained on digits never saw."""
     (xtr, ytr), (xte, yte) = digits_arrays()
     x, y = (xtr, ytr) if split == "train" else (xte, yte)
     x = np.repeat(np.asarray(x, np.float32), 3, axis=-1)  # [N, 8, 8, 3], 0-255
@@ -119,7 +112,8 @@ def _resize(images, size):
 def _folder_catalog(folder):
     """(class key per file: its first folder under ``folder``, or "" for files directly in it; loader)."""
     root = Path(folder)
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+                   and all(visible(part) for part in p.relative_to(root).parts))  # as training reads a folder
     keys = [p.relative_to(root).parts[0] if len(p.relative_to(root).parts) > 1 else "" for p in files]
 
     def load(indices):
@@ -135,18 +129,11 @@ def _folder_catalog(folder):
     return keys, load
 
 
-def _tfrecord_files(spec):
-    path = Path(spec)
-    if path.is_dir():
-        return sorted(str(p) for p in path.iterdir() if p.suffix.lower() in TFRECORD_SUFFIXES)
-    return sorted(glob.glob(spec)) if any(c in spec for c in "*?[") else [spec]
-
-
 def _tfrecord_catalog(spec, scan, label_offset=0):
     """(label per record of the first ``scan`` records, or "" without labels; loader of images + labels)."""
     import tensorflow as tf
 
-    files = _tfrecord_files(spec)
+    files = tfrecord_files(spec)
 
     def examples(limit):
         try:
@@ -181,7 +168,7 @@ def _tfrecord_catalog(spec, scan, label_offset=0):
 
 def _catalog(spec, wanted, label_offset=0):
     path = Path(spec)
-    if path.is_dir() and not _tfrecord_files(spec):
+    if path.is_dir() and not any(p.suffix.lower() in TFRECORD_SUFFIXES for p in path.iterdir()):
         return _folder_catalog(path)
     if path.exists() or glob.glob(spec):
         keys, load = _tfrecord_catalog(spec, max(TFRECORD_SCAN * wanted, 1000), label_offset)

@@ -61,3 +61,12 @@ def test_missing_and_unreadable_sources(tmp_path):
     (tmp_path / "junk" / "a.jpg").write_bytes(b"garbage")
     with pytest.raises(ExportError, match="no readable images"):
         load_samples(tmp_path / "junk", (32, 32))
+
+
+def test_folder_source_reads_a_folder_as_training_does(tmp_path):
+    """Hidden and system folders (.ipynb_checkpoints, __MACOSX) are not classes, as in training.data."""
+    for name in ("cat", "dog", ".ipynb_checkpoints", "__MACOSX"):
+        _write_images(tmp_path / "imgs" / name, 4)
+    s = load_samples(tmp_path / "imgs", (32, 32), num_calib=4, num_heldout=4)
+    counts = s.per_class()
+    assert set(counts["calibration"]) | set(counts["heldout"]) == {"cat", "dog"}

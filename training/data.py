@@ -17,7 +17,7 @@ from training.augment import RandomResizedCrop, batch_augmenter, eval_resize, st
 
 log = logging.getLogger("training")
 AUTOTUNE = tf.data.AUTOTUNE
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")  # what tf.io.decode_image reads; export uses them too
 DIGITS_TEST_FRACTION = 0.2  # fixed held-out digits test split: 360 of 1797 images, stratified, seed 0
 
 
@@ -122,7 +122,7 @@ def load_digits_data(cfg):
 
 # --- image folder -----------------------------------------------------------------------------
 
-def _visible(name):
+def visible(name):
     """False for hidden and system entries (.ipynb_checkpoints, .DS_Store, ._x.jpg, __MACOSX)."""
     return not name.startswith((".", "__MACOSX"))
 
@@ -133,17 +133,17 @@ def list_image_folder(root):
     Hidden and system folders and files are skipped; a class folder with no image is an error."""
     if not os.path.isdir(root):
         raise FileNotFoundError(f"image folder not found: {root}")
-    classes = sorted(d for d in os.listdir(root) if _visible(d) and os.path.isdir(os.path.join(root, d)))
+    classes = sorted(d for d in os.listdir(root) if visible(d) and os.path.isdir(os.path.join(root, d)))
     paths, labels = [], []
     for i, c in enumerate(classes):
         files = sorted(f for f in os.listdir(os.path.join(root, c))
-                       if _visible(f) and f.lower().endswith(IMAGE_EXTENSIONS))
+                       if visible(f) and f.lower().endswith(IMAGE_SUFFIXES))
         paths += [os.path.join(root, c, f) for f in files]
         labels += [i] * len(files)
     with_images = sorted(set(labels))
     if not paths:
         raise ValueError(f"image folder {root} has no images: expected {root}/CLASS/*.jpg "
-                         f"(extensions {', '.join(IMAGE_EXTENSIONS)})")
+                         f"(extensions {', '.join(IMAGE_SUFFIXES)})")
     if len(with_images) < 2:
         raise ValueError(f"image folder {root} has images of only one class ({classes[with_images[0]]!r}); "
                          "need at least 2 class sub-folders with images")
