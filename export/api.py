@@ -1,7 +1,9 @@
 """``export_model``: a trained CoAtNet -> validated SavedModel / TFLite files + labels.txt + report.json."""
 
+import dataclasses
 import hashlib
 import json
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -10,26 +12,18 @@ import numpy as np
 
 from export import analyze, calibration, litert, loading, machine, metadata, validate, view
 from export.convention import describe, input_convention, to_model_input
-from keras_coatnet.atomic import exit_on_sigterm, remove, replace, writable_folder, write_bytes, write_text
+from keras_coatnet.atomic import (atomic_path, exit_on_sigterm, remove, replace, writable_folder, write_bytes,
+                                  write_text)
 from export.errors import ExportError
 from export.formats import FORMATS, configure, convert, parse_formats
 from export.labels import class_labels
+from export.request import ExportRequest
 from export.serving import Serving
 
 REPORT = "report.json"
 LABELS = "labels.txt"
 
 FLOAT_VIEW_TOLERANCE = 1e-4
-
-
-def _log(progress, msg):
-    if progress:
-        progress(msg)
-
-
-def _model_inputs(model, images, convention=None):
-    """Raw 0-255 images -> what the Keras model takes (``export.convention``: normalized unless it does it)."""
-    return to_model_input(images, convention or input_convention(model))
 
 
 def _keras_outputs(fn, x):
@@ -89,29 +83,30 @@ def export_model(model_or_path, out_dir, formats=None, calibration_source=None, 
     manifest); files of an earlier export in ``out_dir`` (its manifest, or this model's format names) that
     this export did not write are removed. Temporary folders are removed on errors, Ctrl-C and SIGTERM.
     """
-    formats = parse_formats(formats)
+    request = ExportRequest(
+        formats=parse_formats(formats), calibration_source=calibration_source, input_size=input_size,
+        uint8_input=uint8_input, io_type=io_type, num_calib=num_calib, num_heldout=num_heldout, optimize=optimize,
+        gelu=gelu, attention=attention, rel_bias=rel_bias, labels=labels, strict=strict, thresholds=thresholds,
+        name=name, qat_epochs=qat_epochs, progress=progress, input_mean=input_mean, input_std=input_std, seed=seed)
     try:
         out_dir = writable_folder(out_dir)
     except OSError as e:
         raise ExportError(str(e)) from None
     model = loading.load_model(model_or_path)
     loading.check_coatnet(model)
-    size = loading.input_size(model, input_size)
+    request = dataclasses.replace(request, input_size=loading.input_size(model, input_size),
+                                  name=name or model.name)
     convention = input_convention(model, input_mean, input_std)
-    name = name or model.name
-    needs_calib = any(FORMATS[f].calibrated for f in formats)
+    needs_calib = bool(request.calibrated_formats)
     if needs_calib and calibration_source is None:
-        raise ExportError(f"formats {[f for f in formats if FORMATS[f].calibrated]} need --calibration "
+        raise ExportError(f"formats {request.calibrated_formats} need --calibration "
                           "(digits, an image folder, a TFRecord or a training config)")
     calibration.check_counts(num_calib, num_heldout, calibrated=needs_calib)
     names = class_labels(_num_outputs(model), labels, calibration_source)
     with exit_on_sigterm(), tempfile.TemporaryDirectory(prefix="coatnet_export_") as tmp, \
             tempfile.TemporaryDirectory(prefix=".coatnet_export_", dir=out_dir) as staging:
-        report, failures = _export(model, Path(tmp), Path(staging), out_dir, formats, calibration_source, size,
-                                   uint8_input, io_type, num_calib, num_heldout, optimize, gelu, attention,
-                                   rel_bias, names, strict, thresholds, name, qat_epochs, progress, convention,
-                                   needs_calib, seed)
-        _publish(Path(staging), out_dir, report, names, name)
+        report, failures = _export(model, request, convention, names, Path(tmp), Path(staging), out_dir)
+        _publish(Path(staging), out_dir, report, names, request.name)
     if failures and strict:
         raise failures[0] if len(failures) == 1 else type(failures[0])(
             "; ".join(str(f) for f in failures))
@@ -122,75 +117,78 @@ def _num_outputs(model):
     return int(model.outputs[0].shape[-1])
 
 
-def _export(model, tmp, staging, out_dir, formats, calibration_source, size, uint8_input, io_type, num_calib,
-            num_heldout, optimize, gelu, attention, rel_bias, names, strict, thresholds, name, qat_epochs,
-            progress, convention, needs_calib, seed):
-    """Converts and validates every format into ``staging``; returns (report, validation failures)."""
-    _log(progress, f"[export] {name}: {size[0]}x{size[1]}, formats {formats}")
-    if calibration_source is not None:
-        samples = calibration.load_samples(calibration_source, size, num_calib, num_heldout, seed=seed,
-                                           min_calib=calibration.MIN_CALIBRATION if needs_calib else 0)
+def _export(model, request, convention, names, tmp, staging, out_dir):
+    """Converts and validates every format of ``request`` into ``staging`` (``tmp``: scratch folder);
+    returns (report, validation failures). ``convention``: the model's input convention; ``names``: labels."""
+    size, name = request.input_size, request.name
+    request.log(f"[export] {name}: {size[0]}x{size[1]}, formats {request.formats}")
+    if request.calibration_source is not None:
+        min_calib = calibration.MIN_CALIBRATION if request.calibrated_formats else 0
+        samples = calibration.load_samples(request.calibration_source, size, request.num_calib,
+                                           request.num_heldout, seed=request.seed, min_calib=min_calib)
     else:
         samples = calibration.random_samples(size, num_calib=1, num_heldout=8)
     calib_raw = np.round(samples.calib)
     held_raw = np.round(samples.heldout)
-    held_model = _model_inputs(model, held_raw, convention)
-    calib_in = calib_raw if uint8_input else _model_inputs(model, calib_raw, convention)
-    held_in = held_raw if uint8_input else held_model
+    held_model = to_model_input(held_raw, convention)
+    calib_in = calib_raw if request.uint8_input else to_model_input(calib_raw, convention)
+    held_in = held_raw if request.uint8_input else held_model
 
-    base_opts = view.Options(gelu=gelu, attention=attention, rel_bias=rel_bias)
-    approx_gelu = optimize and gelu != "exact"  # a different function on purpose
+    request.view_options()  # an unknown gelu / attention / rel_bias mode is refused before anything is converted
+    approx_gelu = request.optimize and request.gelu != "exact"  # a different function on purpose
     ref = _keras_outputs(view.keras_forward(model), held_model)
-    input_info = {**describe(convention, uint8_input), "size": list(size)}
+    input_info = {**describe(convention, request.uint8_input), "size": list(size)}
     per_class = samples.per_class()
-    report = {"model": name, "input_size": list(size), "uint8_input": bool(uint8_input),
-              "input_dtype": "uint8" if uint8_input else "float32", "input": input_info,
+    report = {"model": name, "input_size": list(size), "uint8_input": bool(request.uint8_input),
+              "input_dtype": request.input_dtype, "input": input_info,
               "calibration": samples.source, "num_calibration": int(len(calib_raw)),
               "num_heldout": int(len(held_raw)), "calibration_per_class": per_class["calibration"],
-              "heldout_per_class": per_class["heldout"], "seed": int(seed), "optimize": bool(optimize),
-              "gelu": gelu, "attention": attention, "rel_bias": rel_bias, "machine": machine.describe(),
-              "formats": {}}
+              "heldout_per_class": per_class["heldout"], "seed": int(request.seed),
+              "optimize": bool(request.optimize), "gelu": request.gelu, "attention": request.attention,
+              "rel_bias": request.rel_bias, "machine": machine.describe(), "formats": {}}
     failures = []
     views = {}  # resolved view options -> (options, Serving, SavedModel dir): one graph per distinct choice
 
     def view_for(fmt):
-        opts = base_opts.resolve(fmt)
-        key = tuple(opts.as_dict().values()) if optimize else "keras"
+        opts = request.view_options(fmt)
+        key = tuple(opts.as_dict().values()) if request.optimize else "keras"
         if key not in views:
-            forward = view.forward(model, opts) if optimize else view.keras_forward(model)
-            if optimize:  # the graph rewrite checked exactly: with exact GELU, whatever GELU it exports
+            forward = view.forward(model, opts) if request.optimize else view.keras_forward(model)
+            if request.optimize:  # the graph rewrite checked exactly: with exact GELU, whatever GELU it exports
                 exact = view.forward(model, view.Options("exact", opts.attention, opts.rel_bias))
                 err = check_view(model, exact, held_model[:4])
                 report["view_max_rel_error"] = max(err, report.get("view_max_rel_error", 0.0))
-                _log(progress, f"[export] export view {opts.as_dict()} matches Keras (max rel error {err:.2e})")
-            serving = Serving(model, forward, size, uint8_input, convention)
+                request.log(f"[export] export view {opts.as_dict()} matches Keras (max rel error {err:.2e})")
+            serving = Serving(model, forward, size, request.uint8_input, convention)
             graph_ref = _keras_outputs(forward, held_model) if approx_gelu else None
             views[key] = (opts, serving, serving.write_saved_model(tmp / f"saved_model_{len(views)}"), graph_ref)
         return views[key]
 
-    for fmt in formats:
+    for fmt in request.formats:
         t0 = time.time()
-        _log(progress, f"[export] {fmt}: converting")
+        request.log(f"[export] {fmt}: converting")
         if fmt == "saved_model":  # the Keras graph itself (model.export), same signature
-            keras_serving = Serving(model, view.keras_forward(model), size, uint8_input, convention)
+            keras_serving = Serving(model, view.keras_forward(model), size, request.uint8_input, convention)
             keras_sm = keras_serving.write_saved_model(tmp / "keras_saved_model")
             got = _saved_model_outputs(keras_sm, held_in)
             size_bytes, data, extra = _tree_size(keras_sm), None, {}
         else:
             opts, serving, sm_dir, graph_ref = view_for(fmt)
-            data = _convert(serving, sm_dir, fmt, model, calib_in, calib_raw, samples, io_type, uint8_input,
-                            qat_epochs, progress, opts, optimize)
             fmt_ref = ref
             if fmt == "qat_int8":  # compared with the fine-tuned (fake-quant) Keras model it came from
-                data, qat_model = data
+                from export import qat
+
+                data, qat_model = qat.export_qat(model, request, convention, samples, calib_in)
                 fmt_ref = _keras_outputs(view.keras_forward(qat_model), held_model)
+            else:
+                data = _convert(fmt, request, serving, sm_dir, calib_in)
             data = metadata.add(data, {"model": name, "format": fmt, "input": input_info, "labels": names,
                                        "output": serving.output_name})
             it = litert.load(data)
             got = litert.predict(it, held_in)
             size_bytes = len(data)
             extra = {"io_types": litert.io_types(it), **analyze.summarize(data)}
-            if optimize:
+            if request.optimize:
                 extra["view"] = opts.as_dict()
             if extra["flex_ops"]:
                 raise ExportError(f"{fmt}: Flex / custom ops {extra['flex_ops']} in the converted model")
@@ -198,20 +196,21 @@ def _export(model, tmp, staging, out_dir, formats, calibration_source, size, uin
         fmt_approx = approx_gelu and fmt != "saved_model" and FORMATS[fmt].float_error is not None
         if fmt_approx:  # the file against the approximated graph it was converted from
             metrics["graph_max_rel_error"] = validate.compare(graph_ref, got)["max_rel_error"]
-        passed = validate.check(fmt, metrics, thresholds, approx_gelu=fmt_approx)
+        passed = validate.check(fmt, metrics, request.thresholds, approx_gelu=fmt_approx)
         entry = {"format": fmt, "size_bytes": int(size_bytes), "seconds": round(time.time() - t0, 2),
                  **metrics, **extra}
-        if passed or not strict:
+        if passed or not request.strict:
             file_name = f"{name}{FORMATS[fmt].suffix}"
-            if fmt == "saved_model":
-                keras_serving.write_saved_model(staging / file_name)
+            if fmt == "saved_model":  # the folder just validated, moved into place whole
+                with atomic_path(staging / file_name) as dst:
+                    shutil.move(keras_sm, dst)
             else:
                 write_bytes(staging / file_name, data)
             entry["path"] = str(out_dir / file_name)
         else:
             failures.append(validate.failure(fmt, metrics))
         report["formats"][fmt] = entry
-        _log(progress, f"[export] {fmt}: {size_bytes / 1e6:.2f} MB, " + _summary(metrics))
+        request.log(f"[export] {fmt}: {size_bytes / 1e6:.2f} MB, " + _summary(metrics))
     return report, failures
 
 
@@ -264,18 +263,11 @@ def _tree_size(path):
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
 
 
-def _convert(serving, sm_dir, fmt, model, calib_in, calib_raw, samples, io_type, uint8_input, qat_epochs,
-             progress, opts, optimize):
-    """TFLite bytes for one format."""
-    dtype = "uint8" if uint8_input else "float32"
-    rep = calibration.representative(calib_in, dtype)
-    if fmt == "qat_int8":
-        from export import qat
-
-        return qat.export_qat(model, serving, samples, calib_raw, io_type, uint8_input, qat_epochs, progress,
-                              opts, optimize)
-    conv = configure(serving.converter(sm_dir), fmt, rep if FORMATS[fmt].calibrated else None, io_type,
-                     float_input=not uint8_input)
+def _convert(fmt, request, serving, sm_dir, calib_in):
+    """TFLite bytes for one format (not qat_int8) from the SavedModel ``sm_dir`` written by ``serving``;
+    ``calib_in``: calibration images [N, H, W, 3] as the exported input takes them."""
+    rep = calibration.representative(calib_in, request.input_dtype) if FORMATS[fmt].calibrated else None
+    conv = configure(serving.converter(sm_dir), fmt, rep, request.io_type, float_input=not request.uint8_input)
     try:
         return convert(conv, fmt)
     except Exception as e:  # noqa: BLE001 - converter errors are long MLIR dumps

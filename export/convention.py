@@ -19,12 +19,13 @@ IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 
 def _normalize_layer(model):
+    from keras_coatnet.layers.stem import Stem
     from keras_coatnet.preprocessing import Normalize
 
     for layer in model.layers:
         if isinstance(layer, Normalize):
             return layer
-        if type(layer).__name__ == "Stem":  # a Normalize after the stem is not an input normalization
+        if isinstance(layer, Stem):  # a Normalize after the stem is not an input normalization
             return None
     return None
 

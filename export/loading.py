@@ -7,6 +7,12 @@ import keras
 
 from export.errors import ExportError
 from keras_coatnet.builder import STRIDE
+from keras_coatnet.layers.mbconv import MBConvBlock
+from keras_coatnet.layers.stem import Stem
+from keras_coatnet.layers.transformer import TransformerBlock
+
+# A CoAtNet has a Stem and at least one kind of CoAtNet block.
+COATNET_LAYERS = ({Stem, TransformerBlock}, {Stem, MBConvBlock})
 
 
 def load_model(model_or_path):
@@ -29,8 +35,8 @@ def load_model(model_or_path):
 
 def check_coatnet(model):
     """Raises ExportError unless ``model`` is a keras_coatnet classifier (has a Stem and CoAtNet blocks)."""
-    kinds = {type(layer).__name__ for layer in model.layers}
-    if not {"Stem", "TransformerBlock"} <= kinds and not {"Stem", "MBConvBlock"} <= kinds:
+    kinds = {type(layer) for layer in model.layers}
+    if not any(required <= kinds for required in COATNET_LAYERS):
         raise ExportError(f"model {model.name!r} is not a keras_coatnet CoAtNet (no Stem / CoAtNet blocks); "
                           "export models built with keras_coatnet.create_model")
 

@@ -1,8 +1,8 @@
 """Quantization-aware fine-tuning with Keras 3's own fake-quant op (tfmot does not accept Keras 3 models).
 
 The QAT model runs the trained model's graph with a ``FakeQuant`` layer (8-bit, learned min/max) on the
-input of the network and on the output of every top-level layer but the Transformer blocks (see
-``UNQUANTIZED_OUTPUTS``) and the last one (the logits), initialized from the observed ranges.
+input of the network and on the output of every top-level layer but the activations and Transformer blocks
+(see ``UNQUANTIZED_OUTPUTS``) and the last one (the logits), initialized from the observed ranges.
 Fine-tuning trains the weights and the ranges together. The export then converts the fine-tuned graph *with*
 its FakeQuant ops: the TFLite converter takes those tensors' int8 ranges from the learned min/max and
 calibrates only the tensors in between.
@@ -15,11 +15,13 @@ from keras import layers
 
 from export import view
 from export._compat import run_through_graph
+from keras_coatnet.layers.transformer import TransformerBlock
 
 
-# The converter keeps a Transformer block's final residual ADD in float when a fake-quant sits on it
-# (it does not merge the learned range with the calibrated one); those outputs are calibrated instead.
-UNQUANTIZED_OUTPUTS = ("TransformerBlock",)
+# Layer classes whose outputs get no fake-quant (calibrated instead). The converter keeps a Transformer
+# block's final residual ADD in float when a fake-quant sits on it (it does not merge the learned range with
+# the calibrated one).
+UNQUANTIZED_OUTPUTS = (layers.Activation, TransformerBlock)
 
 
 @keras.saving.register_keras_serializable(package="keras_coatnet_export")
@@ -43,8 +45,7 @@ class FakeQuant(layers.Layer):
 
 def _ranges(model, images):
     """{layer name: (min, max)} of every top-level layer's output on ``images`` (model input convention)."""
-    names = [l.name for l in model.layers[1:]
-             if not isinstance(l, layers.Activation) and type(l).__name__ not in UNQUANTIZED_OUTPUTS]
+    names = [l.name for l in model.layers[1:] if not isinstance(l, UNQUANTIZED_OUTPUTS)]
     # None on the logits either: with a fake-quant there the converter keeps the final SOFTMAX in int8 (its
     # float-island denylist does not apply), which XNNPACK does not take; they are calibrated instead.
     names = names[:-1]
@@ -85,10 +86,14 @@ def fine_tune(qat_model, images, labels, epochs=2, lr=1e-4, batch_size=32, progr
     return qat_model.fit(images, labels, epochs=epochs, batch_size=batch_size, verbose=verbose)
 
 
-def export_qat(model, serving, samples, calib_raw, io_type, uint8_input, epochs, progress, opts, optimize):
-    """QAT fine-tunes ``model`` on digits, then converts it: returns (int8 .tflite bytes, the QAT Keras model)."""
+def export_qat(model, request, convention, samples, calib_in):
+    """QAT fine-tunes ``model`` on digits, then converts it: returns (int8 .tflite bytes, the QAT Keras model).
+
+    ``request``: the ``export.request.ExportRequest``; ``convention``: the model's input convention
+    (``export.convention``); ``samples``: the calibration samples (must come from digits); ``calib_in``: their
+    calibration images [N, H, W, 3] as the exported input takes them."""
     from export import calibration
-    from export.api import _model_inputs
+    from export.convention import to_model_input
     from export.errors import ExportError
     from export.formats import configure, convert
     from export.serving import Serving
@@ -97,21 +102,23 @@ def export_qat(model, serving, samples, calib_raw, io_type, uint8_input, epochs,
 
     if str(samples.source) != "digits":
         raise ExportError("qat_int8 needs labelled training images: use --calibration digits")
-    size = serving.input_size
+    size, epochs = request.input_size, request.qat_epochs
     x_train, y_train = calibration.digits_split(size[0], "train")
-    x_model = _model_inputs(model, np.round(x_train))
+    x_model = to_model_input(np.round(x_train), convention)
     qat_model = quantize_aware(model, x_model[:256])
-    if progress:
-        progress(f"[export] qat_int8: fine-tuning {epochs} epoch(s) on {len(x_model)} digits images")
-    fine_tune(qat_model, x_model, y_train, epochs=epochs, progress=progress)
+    request.log(f"[export] qat_int8: fine-tuning {epochs} epoch(s) on {len(x_model)} digits images")
+    fine_tune(qat_model, x_model, y_train, epochs=epochs, progress=request.progress)
     after = {name: fq for name, fq in quants_of(qat_model).items() if name != "__input__"}
     fq_in = quants_of(qat_model)["__input__"]
-    inner = view.forward(model, opts, after=after) if optimize else view.keras_forward(qat_model)
-    fwd = (lambda x: inner(fq_in(x))) if optimize else inner
-    qat_serving = Serving(qat_model, fwd, size, uint8_input)
-    calib_in = calib_raw if uint8_input else _model_inputs(model, calib_raw)
-    rep = calibration.representative(calib_in, "uint8" if uint8_input else "float32")
+    if request.optimize:
+        inner = view.forward(model, request.view_options("qat_int8"), after=after)
+        fwd = lambda x: inner(fq_in(x))  # noqa: E731
+    else:
+        fwd = view.keras_forward(qat_model)
+    qat_serving = Serving(qat_model, fwd, size, request.uint8_input, convention)
+    rep = calibration.representative(calib_in, request.input_dtype)
     with tempfile.TemporaryDirectory() as tmp:
         sm = qat_serving.write_saved_model(Path(tmp) / "sm")
-        conv = configure(qat_serving.converter(sm), "qat_int8", rep, io_type, float_input=not uint8_input)
+        conv = configure(qat_serving.converter(sm), "qat_int8", rep, request.io_type,
+                         float_input=not request.uint8_input)
         return convert(conv, "qat_int8"), qat_model

@@ -28,6 +28,10 @@ from keras import layers
 from export._compat import run_through_graph
 from export.folding import Conv, Linear, norm_affine, numpy
 from keras_coatnet.layers.attention import relative_index
+from keras_coatnet.layers.common import Downsample2d
+from keras_coatnet.layers.mbconv import MBConvBlock
+from keras_coatnet.layers.stem import Stem
+from keras_coatnet.layers.transformer import TransformerBlock
 
 GELU_MODES = ("exact", "tanh", "sigmoid")
 ATTENTION_MODES = ("auto", "batched", "per_head")
@@ -123,7 +127,7 @@ def shortcut(block, x):
     sc = block.shortcut
     if sc is None:
         return x
-    if type(sc).__name__ != "Downsample2d":
+    if not isinstance(sc, Downsample2d):
         return sc(x)
     if sc.pool is not None:
         x = pool(sc.pool, x)
@@ -330,12 +334,13 @@ def layer_norm(norm, x, options):
     return tf.reshape(conv(affine, tf.reshape(y, (-1, 1, 1, channels))), y.shape)
 
 
-HANDLERS = {"Stem": stem, "MBConvBlock": mbconv, "TransformerBlock": transformer, "LayerNormalization": layer_norm}
+# Layer class -> its rebuild (exact class: a subclass may change what the layer computes).
+HANDLERS = {Stem: stem, MBConvBlock: mbconv, TransformerBlock: transformer, layers.LayerNormalization: layer_norm}
 
 
 def known_layers(model):
     """Names of the layers the view rebuilds (the others run as they are)."""
-    return [layer.name for layer in model.layers if type(layer).__name__ in HANDLERS]
+    return [layer.name for layer in model.layers if type(layer) in HANDLERS]
 
 
 def forward(model, options=None, after=None):
@@ -345,7 +350,7 @@ def forward(model, options=None, after=None):
     options, after = (options or Options()).resolve(), after or {}
 
     def operation_fn(op):
-        handler = HANDLERS.get(type(op).__name__)
+        handler = HANDLERS.get(type(op))
         run_op = (lambda *args, **kwargs: op(*args, **kwargs)) if handler is None else (
             lambda x, **kwargs: handler(op, x, options))
         post = after.get(op.name)

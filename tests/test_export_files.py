@@ -266,3 +266,44 @@ def test_sigterm_removes_temporary_folders(normalized_model, tmp_path):
     assert proc.returncode == 128 + signal.SIGTERM
     assert not list(tmp.glob("coatnet_export_*")), list(tmp.iterdir())
     assert not list(out.glob(".coatnet_export_*")) and not list(out.glob("*.tflite"))
+
+
+# --- the artifact written is the one validated; layers known by class, not by name (issue 15) ---------------
+
+def test_saved_model_written_is_the_one_validated(normalized_model, tmp_path, monkeypatch):
+    """The SavedModel format is exported once: the folder that was validated is the one published."""
+    from export.serving import Serving
+
+    written = []
+    original = Serving.write_saved_model
+    monkeypatch.setattr(Serving, "write_saved_model", lambda self, path: written.append(path) or original(self, path))
+    report = export_model(normalized_model, tmp_path, formats=["saved_model"], progress=None)
+    assert len(written) == 1, written
+    sm = tmp_path / "coatnet_micro_saved_model"
+    assert report["formats"]["saved_model"]["path"] == str(sm)
+    assert report["files"]["coatnet_micro_saved_model"]["bytes"] == report["formats"]["saved_model"]["size_bytes"]
+    import tensorflow as tf
+
+    raw = _raw_images(2).astype(np.float32)
+    sig = tf.saved_model.load(str(sm)).signatures["serving_default"]
+    got = np.concatenate([sig(image=tf.constant(x[None]))["probabilities"].numpy() for x in raw])
+    assert _rel_err(got, np.asarray(normalized_model(raw, training=False))) < 1e-4
+
+
+def test_layers_are_known_by_class_not_by_class_name():
+    """Layers merely *named* like keras_coatnet's (a user class called Stem) are not taken for a CoAtNet."""
+    from keras import layers
+
+    from export.loading import check_coatnet
+
+    class Stem(layers.Layer):
+        def call(self, x):
+            return x
+
+    class MBConvBlock(Stem):
+        pass
+
+    inp = keras.Input((SIZE, SIZE, 3))
+    out = layers.GlobalAveragePooling2D()(MBConvBlock()(Stem()(inp)))
+    with pytest.raises(ExportError, match="not a keras_coatnet CoAtNet"):
+        check_coatnet(keras.Model(inp, out))
