@@ -307,3 +307,14 @@ def test_layers_are_known_by_class_not_by_class_name():
     out = layers.GlobalAveragePooling2D()(MBConvBlock()(Stem()(inp)))
     with pytest.raises(ExportError, match="not a keras_coatnet CoAtNet"):
         check_coatnet(keras.Model(inp, out))
+
+
+def test_export_request_holds_every_option_of_export_model():
+    """export_model's keyword options and ExportRequest's fields are the same list (none threaded aside)."""
+    import dataclasses
+    import inspect
+
+    from export.request import ExportRequest
+
+    options = list(inspect.signature(export_model).parameters)[2:]  # after model_or_path, out_dir
+    assert [f.name for f in dataclasses.fields(ExportRequest)] == options
