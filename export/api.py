@@ -74,6 +74,7 @@ def export_model(model_or_path, out_dir, formats=None, calibration_source=None, 
         input_mean, input_std: (R, G, B) on the 0-1 scale, required for (and only for) a model without a
             ``Normalize`` layer (include_preprocessing=False): the normalization its input expects.
         seed: the seed of the stratified calibration / held-out sampling.
+    The options travel to the conversion steps as one ``export.request.ExportRequest``.
     With an approximate ``gelu`` the view is checked with exact GELU against Keras (1e-4), and a float file is
     held to its format's bound against the approximated graph plus top-1 agreement with Keras
     (``export.validate.thresholds_for``).
