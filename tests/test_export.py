@@ -15,28 +15,29 @@ from export.calibration import digits_split
 from export.formats import FLOAT_ISLAND_OPS
 
 SIZE = 32
-TRAIN_MARGIN = 0.98  # training-set accuracy the fixture model reaches before it is exported
-TRAIN_ROUNDS = 5  # of 4 epochs each
+TRAIN_LOSS = 1e-3  # training-set loss the fixture model reaches (converged) before it is exported
+TRAIN_ROUNDS = 8  # of 4 epochs each
 
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory):
     """(path to a coatnet_micro .keras trained on digits at 32x32, the model).
 
-    Trained to a margin, not for a fixed number of epochs: kernels differ between CPUs (AVX2, AVX-512, AMX), so
-    a fixed schedule gives another model on each, and the quantized formats' agreement depends on how
-    confidently the model separates the classes."""
+    Trained to a margin (converged on its training digits), not for a fixed number of epochs: kernels differ
+    between CPUs (AVX2, AVX-512, AMX), so a fixed schedule gives another model on each, and the quantized formats'
+    agreement depends on how confidently the model separates the classes. Measured on one CPU: int8 top-1
+    agreement 99.2% after 4 epochs (loss 0.07), 99.7% after 16 (loss 1.0e-3), 100% after 20 (loss 7e-4)."""
     keras.utils.set_random_seed(0)
     model = keras_coatnet.create_model("coatnet_micro", input_shape=(SIZE, SIZE, 3), classes=10)
     x, y = digits_split(SIZE, "train")
     model.compile(optimizer=keras.optimizers.Adam(2e-3), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
-    accuracy = 0.0
+    loss = np.inf
     for _ in range(TRAIN_ROUNDS):
-        if accuracy < TRAIN_MARGIN:
+        if loss > TRAIN_LOSS:
             model.fit(x, y, epochs=4, batch_size=64, verbose=0)
-            accuracy = model.evaluate(x, y, verbose=0)[1]
-    assert accuracy >= TRAIN_MARGIN, f"the fixture model reached {accuracy:.3f} on its training digits"
+            loss = model.evaluate(x, y, verbose=0)[0]
+    assert loss <= TRAIN_LOSS, f"the fixture model's training loss is {loss:.2g}, not converged"
     path = tmp_path_factory.mktemp("model") / "micro.keras"
     model.save(path)
     return path, model

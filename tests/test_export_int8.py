@@ -55,7 +55,7 @@ def test_cpu_int8_accuracy_matches_keras(both_int8):
 def test_coatnet_0_shaped_int8_is_one_xnnpack_partition(tmp_path):
     model = coatnet_0_shaped()
     report = export_model(model, tmp_path, formats=["int8", "int8_full"], calibration_source="random",
-                          num_calib=4, num_heldout=8, strict=False, progress=None)
+                          num_calib=8, num_heldout=8, strict=False, progress=None)
     int8, full = report["formats"]["int8"], report["formats"]["int8_full"]
     assert int8["not_delegated"] == {} and int8["xnnpack_partitions"] == 1, int8["not_delegated"]
     assert full["float_ops"] == {}
