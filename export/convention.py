@@ -69,11 +69,12 @@ def _read(model, mean, std):
 
 def to_model_input(images, convention):
     """Raw 0-255 RGB [..., 3] -> what the Keras model takes under ``convention`` (float32)."""
+    from keras_coatnet.preprocessing import normalize
+
     x = np.asarray(images, np.float32)
     if convention["normalized_inside"]:
         return x
-    return ((x / 255.0 - np.asarray(convention["mean"], np.float32)) / np.asarray(convention["std"], np.float32)
-            ).astype(np.float32)
+    return normalize(x, convention["mean"], convention["std"])
 
 
 def describe(convention, uint8_input):

@@ -5,7 +5,6 @@ Signature ``serving_default``: input ``image`` [1, H, W, 3] -> output ``probabil
 camera bytes (uint8) and the normalization the model expects (``export.convention``) is baked into the graph.
 """
 
-import shutil
 from pathlib import Path
 
 import keras
@@ -64,7 +63,3 @@ class Serving:
     def converter(self, saved_model_dir):
         """A TFLiteConverter reading ``serving_default`` of a SavedModel written by ``write_saved_model``."""
         return tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir), signature_keys=[SIGNATURE_KEY])
-
-
-def remove_tree(path):
-    shutil.rmtree(path, ignore_errors=True)

@@ -62,7 +62,12 @@ def normalize_input(x, model_name=None, weights=None):
     `include_preprocessing=False`: (x / 255 - mean) / std with the mean/std of `input_mean_std(model_name,
     weights)` (timm's 0.5 for most CoAtNets; ImageNet's for coatnet_bn_0_rw). Returns a float32 array (NumPy
     in, NumPy out) or a backend tensor."""
-    mean, std = input_mean_std(model_name, weights)
+    return normalize(x, *input_mean_std(model_name, weights))
+
+
+def normalize(x, mean, std):
+    """(x / 255 - mean) / std per channel for raw 0-255 RGB images [..., H, W, 3] (NHWC); ``mean`` / ``std``:
+    three values on the 0-1 scale. A float32 NumPy array for NumPy input (or a list), else a backend tensor."""
     if isinstance(x, np.ndarray) or isinstance(x, (list, tuple)):
         x = np.asarray(x, "float32")
         if x.shape[-1] != 3:
