@@ -8,7 +8,7 @@ import dataclasses
 
 import numpy as np
 import tensorflow as tf
-from keras import layers, ops
+from keras import layers
 
 
 def numpy(v):

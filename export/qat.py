@@ -10,7 +10,6 @@ calibrates only the tensors in between.
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import layers
 
 from export import view

@@ -26,7 +26,7 @@ import tensorflow as tf
 from keras import layers
 
 from export._compat import run_through_graph
-from export.folding import Conv, Linear, norm_affine, numpy
+from export.folding import Conv, norm_affine, numpy
 from keras_coatnet.layers.attention import relative_index
 from keras_coatnet.layers.common import Downsample2d
 from keras_coatnet.layers.mbconv import MBConvBlock
