@@ -95,8 +95,6 @@ def _check_output_dir(cfg, paths):
     """Refuse to overwrite a finished run, or to resume an unfinished one with other settings, unless
     --overwrite (which then drops the unfinished run's backup/). Raises ValueError (one line)."""
     out = cfg["output_dir"]
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise ValueError(f"--output-dir {out} is a file, not a folder")
     if os.path.exists(paths["metrics_json"]) and not cfg["overwrite"]:
         with open(paths["metrics_json"]) as f:
             status = json.load(f).get("status")
@@ -162,6 +160,7 @@ def run(config=None, callbacks=()):
     import keras
 
     import keras_coatnet  # noqa: F401  (registers the model's layers for load_model)
+    from keras_coatnet.atomic import writable_folder
     from training._compat import multiworker_log_reduction
     from training.callbacks import Checkpoints, StopOnNonFinite, TrainingDiverged, plot_curves, read_history
     from training.data import load_data, pipeline
@@ -173,11 +172,9 @@ def run(config=None, callbacks=()):
     chief = is_chief(strategy)
     out = cfg["output_dir"] if chief else os.path.join(cfg["output_dir"], f".worker{task_id(strategy)}")
     paths = _paths(out)
+    writable_folder(out)  # one line (exit 2) for a file, a folder under a file, or an unwritable one
     if not cfg["eval_only"]:
         _check_output_dir({**cfg, "output_dir": out}, paths)
-    elif os.path.exists(out) and not os.path.isdir(out):
-        raise ValueError(f"--output-dir {out} is a file, not a folder")
-    os.makedirs(out, exist_ok=True)
     replicas = strategy.num_replicas_in_sync
     global_batch = int(cfg["batch_size"]) * replicas
     policy = _precision_policy(cfg["mixed_precision"], kind)
