@@ -36,11 +36,23 @@ def _group(scope, block_re):
     return (parts[0] if parts else "-"), "-"
 
 
-def profile_model(model, batch, steps, block_re, logdir="/tmp/op_profile_trace"):
-    """{"wall_ms": per step, "by_type", "by_block", "by_part": {name: CPU ms per step}}."""
+def profile_model(model, batch, steps, block_re, train=False, logdir="/tmp/op_profile_trace"):
+    """{"wall_ms": per step, "by_type", "by_block", "by_part": {name: CPU ms per step}}.
+
+    A step is the forward pass, or with `train` the forward pass in training mode and the gradients of a
+    cross-entropy loss with respect to the trainable weights (no optimizer update)."""
     from tensorflow.tsl.profiler.protobuf import xplane_pb2
     x = tf.constant(np.random.default_rng(0).uniform(0, 255, (batch, 224, 224, 3)), tf.float32)
-    fn = tf.function(lambda t: model(t, training=False))
+    y = tf.constant(np.random.default_rng(1).integers(0, 1000, batch), tf.int32)
+
+    def train_step(t):
+        with tf.GradientTape() as tape:
+            logits = tf.cast(model(t, training=True), tf.float32)
+            loss = tf.reduce_mean(tf.keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))
+        grads = tape.gradient(loss, model.trainable_weights)
+        return tf.add_n([tf.reduce_sum(tf.cast(g, tf.float32)) for g in grads])  # needs every gradient
+
+    fn = tf.function(train_step if train else (lambda t: model(t, training=False)))
     for _ in range(2):
         fn(x).numpy()
     shutil.rmtree(logdir, ignore_errors=True)
@@ -78,8 +90,8 @@ PEER_BLOCK_RE = r"(stem|stack_\d+_block_\d+)_?(.*)$"
 
 _PEER_CODE = _PROFILE_CODE + '''
 from keras_cv_attention_models import coatnet
-model = coatnet.CoAtNet0(pretrained=None, input_shape=(224, 224, 3))
-emit(profile_model(model, BATCH, STEPS, PEER_BLOCK_RE))
+model = coatnet.CoAtNet0(pretrained=None, input_shape=(224, 224, 3), classifier_activation=None)
+emit(profile_model(model, BATCH, STEPS, PEER_BLOCK_RE, TRAIN))
 '''
 
 
@@ -96,21 +108,23 @@ def print_profile(title, prof, top):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--steps", type=int, default=3, help="profiled forward passes")
+    p.add_argument("--steps", type=int, default=3, help="profiled steps")
+    p.add_argument("--train", action="store_true", help="profile forward + gradients in training mode")
     p.add_argument("--top", type=int, default=20, help="rows per breakdown")
     p.add_argument("--peer", action="store_true", help="also profile kecam CoAtNet0")
     args = p.parse_args(argv)
 
     exec(_PROFILE_CODE, globals())
     import keras_coatnet
-    model = keras_coatnet.CoAtNet0(weights=None)
-    print_profile(f"ours, batch {args.batch}",
-                  profile_model(model, args.batch, args.steps, OURS_BLOCK_RE), args.top)
+    model = keras_coatnet.CoAtNet0(weights=None, classifier_activation=None)
+    what = f"{'train step' if args.train else 'forward'}, batch {args.batch}"
+    print_profile(f"ours, {what}", profile_model(model, args.batch, args.steps, OURS_BLOCK_RE, args.train),
+                  args.top)
     if args.peer:
         from benchmarks.peer import run_peer
-        code = (f"BATCH, STEPS, PEER_BLOCK_RE = {args.batch}, {args.steps}, {PEER_BLOCK_RE!r}\n"
+        code = (f"BATCH, STEPS, PEER_BLOCK_RE, TRAIN = {args.batch}, {args.steps}, {PEER_BLOCK_RE!r}, {args.train}\n"
                 + _PEER_CODE)
-        print_profile(f"peer (kecam), batch {args.batch}", run_peer(code, timeout=1800), args.top)
+        print_profile(f"peer (kecam), {what}", run_peer(code, timeout=1800), args.top)
 
 
 if __name__ == "__main__":

@@ -119,6 +119,11 @@ def main(argv=None):
                 times["peer", policy].append((t["wall"], t["cpu"]))
             print(f"round {r + 1}/{args.rounds} done", file=sys.stderr, flush=True)
     images = args.batch * args.iters
+    import tensorflow as tf
+
+    from export import machine
+    print(f"{machine.line()}; TensorFlow {tf.__version__}; load average {os.getloadavg()[0]:.1f}; "
+          f"batch {args.batch}, {args.rounds} rounds x {args.iters} steps, medians")
     for policy in precisions:
         row = {}
         for who in ("ours", "peer"):
@@ -131,8 +136,8 @@ def main(argv=None):
               f"ratio {row['ratio_wall']:.2f}x (per CPU-second: {row['ratio_cpu']:.2f}x)")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"batch": args.batch, "iters": args.iters, "rounds": args.rounds, "jit": args.jit,
-                       "results": results}, f, indent=2)
+            json.dump({"machine": machine.describe(), "batch": args.batch, "iters": args.iters,
+                       "rounds": args.rounds, "jit": args.jit, "results": results}, f, indent=2)
     return results
 
 

@@ -226,3 +226,15 @@ def test_paper_constructors_have_the_applications_signature_and_args(index):
     for arg in APPLICATIONS_ARGS:
         assert f"\n    {arg}: " in doc, arg
     assert "**kwargs" not in pydoc.render_doc(fn)
+
+
+
+def test_exact_gelu_values():
+    """activation('gelu') is x * Phi(x) (timm's exact form) to float32 accuracy, on every backend."""
+    import math
+
+    from keras_coatnet.layers.common import activation
+    xs = np.linspace(-10, 10, 20001).astype("float32")
+    exact = np.array([v * 0.5 * math.erfc(-v / math.sqrt(2)) for v in xs.astype("float64")])
+    got = keras.ops.convert_to_numpy(activation("gelu")(keras.ops.convert_to_tensor(xs)))
+    np.testing.assert_allclose(got, exact, atol=2e-6)

@@ -130,7 +130,7 @@ class RelativeAttention2d(layers.Layer):
         n, heads, d = h * w, self.num_heads, self.dim_head
         qkv = ops.reshape(self.qkv(x), (-1, n, heads, 3, d) if self.head_first else (-1, n, 3, heads, d))
         qkv = ops.transpose(qkv, (3, 0, 2, 1, 4) if self.head_first else (2, 0, 3, 1, 4))  # [3, B, heads, N, d]
-        q, k, v = qkv[0], qkv[1], qkv[2]
+        q, k, v = ops.unstack(qkv, 3, axis=0)  # the gradient of an unstack is one stack, of indexing 3 zero-fills
         logits = ops.matmul(q * ops.cast(d ** -0.5, q.dtype), ops.transpose(k, (0, 1, 3, 2)))
         logits = ops.cast(logits, "float32")
         if self.rel_pos is not None:
