@@ -18,6 +18,7 @@ import keras_coatnet as kc
 from keras_coatnet._compat import sublayers
 
 pytestmark = pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="the TensorFlow graph")
+MICRO_GELUS = 1 + 2 * 2 + 3 * 1  # coatnet_micro: stem 1, two MBConv blocks 2 each, three Transformer blocks 1 each
 
 
 def _train_step_ops(model, batch=2):
@@ -55,13 +56,46 @@ def test_train_step_splits_qkv_without_strided_slice_gradients():
     assert ops["StridedSliceGrad"] == 0
 
 
-def test_train_step_gelu_uses_erf_not_the_slower_erfc():
-    """tf.nn.gelu's exact form goes through Erfc, whose CPU kernel took twice Erf's time (GELU is a third of
-    CoAtNet-0's training step); ours is x * (1 + erf(x / sqrt(2))) / 2, the form timm's PyTorch kernel computes."""
+def _xla_calls(model):
+    """Function calls in the traced training step that XLA must compile."""
+    x, y = tf.zeros((2, *model.input_shape[1:])), tf.zeros((2,), tf.int32)
+
+    @tf.function
+    def step(x, y):
+        with tf.GradientTape() as tape:
+            logits = model(x, training=True)
+            loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))
+        return tape.gradient(loss, model.trainable_weights)
+
+    graph = step.get_concrete_function(x, y).graph
+    return [op for op in graph.get_operations()
+            if "_XlaMustCompile" in op.node_def.attr and op.get_attr("_XlaMustCompile")]
+
+
+def test_train_step_gelu_is_one_compiled_kernel_each_way():
+    """tf.nn.gelu's exact form ran Erfc (twice Erf's CPU time) and ~10 elementwise gradient passes, a third of
+    CoAtNet-0's step; each GELU is now one XLA kernel forward and one for its gradient."""
     model = kc.create_model("coatnet_micro", input_shape=(64, 64, 3), classes=10, classifier_activation=None)
     ops = _train_step_ops(model)
-    assert ops["Erfc"] == 0
-    assert ops["Erf"] > 0
+    assert ops["Erfc"] == 0 and ops["Erf"] == 0  # no elementwise GELU left in the step's own graph
+    assert len(_xla_calls(model)) == 2 * MICRO_GELUS
+
+
+def test_keras_model_converts_to_tflite_with_gelu_ops(tmp_path):
+    """A user's own TFLiteConverter.from_keras_model still finds each GELU (the converter matches the
+    0.5 * x * (1 + erf(x / sqrt(2))) form; other arrangements leave a tf.Erf that TFLite has no kernel for)."""
+    from ai_edge_litert.interpreter import Interpreter
+    model = kc.create_model("coatnet_micro", input_shape=(32, 32, 3), classes=10)
+    flat = tf.lite.TFLiteConverter.from_keras_model(model).convert()
+    interpreter = Interpreter(model_content=flat)
+    names = [d["op_name"] for d in interpreter._get_ops_details()]
+    assert names.count("GELU") == MICRO_GELUS
+    interpreter.allocate_tensors()
+    x = np.random.default_rng(0).uniform(0, 255, (1, 32, 32, 3)).astype("float32")
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
+    interpreter.invoke()
+    got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    np.testing.assert_allclose(got, model.predict(x, verbose=0), atol=1e-5)
 
 
 def test_exact_gelu_gradient_is_phi_plus_x_times_density():
