@@ -21,8 +21,8 @@ pytestmark = pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason=
 MICRO_GELUS = 1 + 2 * 2 + 3 * 1  # coatnet_micro: stem 1, two MBConv blocks 2 each, three Transformer blocks 1 each
 
 
-def _train_step_ops(model, batch=2):
-    """Counter of op types in the traced graph of one forward (training=True) + gradient step."""
+def _train_step_graph(model, batch=2):
+    """The traced graph of one forward (training=True) + gradient step."""
     x = tf.zeros((batch, *model.input_shape[1:]))
     y = tf.zeros((batch,), tf.int32)
 
@@ -33,8 +33,12 @@ def _train_step_ops(model, batch=2):
             loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))
         return tape.gradient(loss, model.trainable_weights)
 
-    graph = step.get_concrete_function(x, y).graph
-    return collections.Counter(op.type for op in graph.get_operations())
+    return step.get_concrete_function(x, y).graph
+
+
+def _train_step_ops(model):
+    """Counter of op types in the training step's graph."""
+    return collections.Counter(op.type for op in _train_step_graph(model).get_operations())
 
 
 def test_train_step_batchnorm_is_one_fused_op_each_way():
@@ -57,18 +61,8 @@ def test_train_step_splits_qkv_without_strided_slice_gradients():
 
 
 def _xla_calls(model):
-    """Function calls in the traced training step that XLA must compile."""
-    x, y = tf.zeros((2, *model.input_shape[1:])), tf.zeros((2,), tf.int32)
-
-    @tf.function
-    def step(x, y):
-        with tf.GradientTape() as tape:
-            logits = model(x, training=True)
-            loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))
-        return tape.gradient(loss, model.trainable_weights)
-
-    graph = step.get_concrete_function(x, y).graph
-    return [op for op in graph.get_operations()
+    """Function calls in the training step's graph that XLA must compile."""
+    return [op for op in _train_step_graph(model).get_operations()
             if "_XlaMustCompile" in op.node_def.attr and op.get_attr("_XlaMustCompile")]
 
 
