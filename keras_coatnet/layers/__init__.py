@@ -7,5 +7,5 @@ from keras_coatnet.layers.mbconv import MBConvBlock, SqueezeExcite
 from keras_coatnet.layers.stem import Stem
 from keras_coatnet.layers.transformer import TransformerBlock
 
-__all__ = ["RelativeAttention2d", "RelativePositionBias", "BatchNorm", "Downsample2d", "DropPath", "LayerScale", "Pool2d",
-           "MBConvBlock", "SqueezeExcite", "Stem", "TransformerBlock"]
+__all__ = ["RelativeAttention2d", "RelativePositionBias", "BatchNorm", "Downsample2d", "DropPath", "LayerScale",
+           "Pool2d", "MBConvBlock", "SqueezeExcite", "Stem", "TransformerBlock"]

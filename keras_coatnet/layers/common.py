@@ -101,9 +101,11 @@ class BatchNorm(layers.BatchNormalization):
 
         x = ops.cast(inputs, "float32")
         empty = tf.constant([], tf.float32)
+        # TensorFlow's own fused_batch_norm raises epsilon to at least 1.001e-5 for cuDNN's minimum (1e-5); so does
+        # this (timm's 1e-5 moves by 1e-8: ~5e-9 relative on a normalized value at unit variance).
         y, mean, variance, *_ = tf.raw_ops.FusedBatchNormV3(
             x=x, scale=ops.cast(self.gamma, "float32"), offset=ops.cast(self.beta, "float32"), mean=empty,
-            variance=empty, epsilon=self.epsilon, exponential_avg_factor=1.0, data_format="NHWC",
+            variance=empty, epsilon=max(self.epsilon, 1.001e-5), exponential_avg_factor=1.0, data_format="NHWC",
             is_training=True)
         # The kernel returns the unbiased variance n/(n-1) * var; the moving average keeps Keras's biased one.
         n = tf.cast(tf.reduce_prod(tf.shape(x)[:3]), tf.float32)
