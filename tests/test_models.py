@@ -1,11 +1,14 @@
 """Model-level guarantees: parameter counts, save/load, heads and pooling, sizes, precision policies, XLA, fit."""
 
+import math
+
 import numpy as np
 import pytest
 
 import keras
 import keras_coatnet as kc
 from keras_coatnet.builder import count_params
+from keras_coatnet.layers.common import activation
 from keras_coatnet.registry import MODELS
 
 # timm's parameter counts (torch `numel` of parameters) for coatnet_{0..5}_224 with 1000 classes; the paper's
@@ -228,12 +231,8 @@ def test_paper_constructors_have_the_applications_signature_and_args(index):
     assert "**kwargs" not in pydoc.render_doc(fn)
 
 
-
 def test_exact_gelu_values():
     """activation('gelu') is x * Phi(x) (timm's exact form) to float32 accuracy, on every backend."""
-    import math
-
-    from keras_coatnet.layers.common import activation
     xs = np.linspace(-10, 10, 20001).astype("float32")
     exact = np.array([v * 0.5 * math.erfc(-v / math.sqrt(2)) for v in xs.astype("float64")])
     got = keras.ops.convert_to_numpy(activation("gelu")(keras.ops.convert_to_tensor(xs)))
