@@ -254,7 +254,9 @@ def _publish(staging, out_dir, report, names, name):
 
 
 def _summary(m):
-    s = f"max rel err {m['max_rel_error']:.2e}, top-1 agreement {m['top1_agreement']:.1%}"
+    s = (f"max rel err {m['max_rel_error']:.2e}, top-1 agreement {m['top1_agreement']:.1%} "
+         f"({m['confident_agreement']:.1%} where Keras is sure; {m['near_tie_flips']} of {m['near_ties']} "
+         "near-ties flipped)")
     if "accuracy" in m:
         s += f", accuracy {m['accuracy']:.1%} (Keras {m['keras_accuracy']:.1%})"
     return s + ("" if m["passed"] else "  FAILED")

