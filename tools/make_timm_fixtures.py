@@ -8,6 +8,11 @@ overrides) with randomized norm statistics, affine parameters, layer scales and 
 its inputs and timm's eval-mode logits and per-stage outputs (NHWC). A fixture with `load_size` holds a
 checkpoint made at `img_size` and timm's outputs after loading it at `load_size` (timm's table resize).
 
+`--sizes DIR` writes size fixtures (SIZES) instead: one checkpoint made at `img_size` and, for each run-time
+size, timm's outputs from a model built at that size and loaded from it with `checkpoint_filter_fn`:
+    /tmp/timmenv/bin/python tools/make_timm_fixtures.py --sizes tests/fixtures/timm_sizes
+Their weights are seeded, so they are reproducible (the other fixtures take timm's unseeded init).
+
 `--full` writes full-size (unshrunk) fixtures instead, large files not meant for the repository; point the
 parity test at them with `KERAS_COATNET_EXTRA_FIXTURES=DIR pytest tests/test_parity.py`.
 """
@@ -51,6 +56,17 @@ FIXTURES = {
     "tiny_coatnet_tf_style_resized": ("coatnet_0", (64, 64),
                                       {"transformer_cfg": {"head_first": False, "rel_pos_type": "bias_tf"}},
                                       (128, 96)),
+}
+
+TF_STYLE = {"transformer_cfg": {"head_first": False, "rel_pos_type": "bias_tf"}}
+# name: (timm config, checkpoint (H, W), overrides, run-time sizes). timm 1.0.31 runs these configs only where
+# every side is 32k or 32k - 1 (also 32k + 1 with stride_mode 'pool', as coatnet_0_rw); other sizes fail
+# with a shape mismatch, so the odd fixture uses those
+SIZES = {
+    "tiny_coatnet_0_rw_sizes": ("coatnet_0_rw", (64, 64), {}, [(64, 64), (96, 96), (64, 96)]),
+    "tiny_coatnet_rmlp_nano_rw_sizes": ("coatnet_rmlp_nano_rw", (64, 64), {}, [(64, 64), (96, 96), (64, 96)]),
+    "tiny_coatnet_tf_style_sizes": ("coatnet_0", (64, 64), TF_STYLE, [(64, 64), (96, 96), (64, 96)]),
+    "tiny_coatnet_0_rw_odd": ("coatnet_0_rw", (64, 64), {}, [(97, 95), (65, 63)]),
 }
 
 
@@ -98,6 +114,15 @@ def forward_nhwc(model, x):
     return logits, feats
 
 
+def write_io(path, file_name, model, x):
+    """Writes timm's eval outputs for x [B, 3, H, W] to path/file_name (NHWC arrays); returns (logits, stages)."""
+    logits, feats = forward_nhwc(model, x)
+    arrays = {"images_nhwc": x.permute(0, 2, 3, 1).numpy(), "logits": logits}
+    arrays.update({f"stage{i}_nhwc": f for i, f in enumerate(feats)})
+    np.savez_compressed(os.path.join(path, file_name), **arrays)
+    return logits, feats
+
+
 def write_fixture(out_dir, name, like, size, overrides, load_size, seed=0, shrink=True):
     gen = torch.Generator().manual_seed(seed)
     cfg = make_cfg(like, overrides, shrink)
@@ -109,13 +134,10 @@ def write_fixture(out_dir, name, like, size, overrides, load_size, seed=0, shrin
         model = maxxvit.MaxxVit(cfg, img_size=load_size, num_classes=10).eval()
         model.load_state_dict(maxxvit.checkpoint_filter_fn(dict(state), model))
     x = torch.randn(2, 3, *eval_size, generator=gen)
-    logits, feats = forward_nhwc(model, x)
     path = os.path.join(out_dir, name)
     os.makedirs(path, exist_ok=True)
     save_file(state, os.path.join(path, "model.safetensors"))
-    arrays = {"images_nhwc": x.permute(0, 2, 3, 1).numpy(), "logits": logits}
-    arrays.update({f"stage{i}_nhwc": f for i, f in enumerate(feats)})
-    np.savez_compressed(os.path.join(path, "io.npz"), **arrays)
+    logits, feats = write_io(path, "io.npz", model, x)
     meta = {"name": name, "like": like, "img_size": list(size), "num_classes": 10,
             "timm_cfg": json.loads(json.dumps(dataclasses.asdict(cfg))),
             "input_note": "images_nhwc are already normalized; feed them with preprocessing off"}
@@ -127,11 +149,42 @@ def write_fixture(out_dir, name, like, size, overrides, load_size, seed=0, shrin
     print(f"{name}: logits {logits.shape}, stages {[f.shape for f in feats]}")
 
 
+def write_sizes_fixture(out_dir, name, like, size, overrides, run_sizes, seed=0):
+    torch.manual_seed(seed)  # timm's own init of the conv / linear weights
+    gen = torch.Generator().manual_seed(seed)
+    cfg = make_cfg(like, overrides)
+    model = maxxvit.MaxxVit(cfg, img_size=size, num_classes=10).eval()
+    randomize(model, gen)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    path = os.path.join(out_dir, name)
+    os.makedirs(path, exist_ok=True)
+    save_file(state, os.path.join(path, "model.safetensors"))
+    for h, w in run_sizes:
+        model = maxxvit.MaxxVit(cfg, img_size=(h, w), num_classes=10).eval()
+        model.load_state_dict(maxxvit.checkpoint_filter_fn(dict(state), model))
+        x = torch.randn(2, 3, h, w, generator=gen)
+        logits, feats = write_io(path, f"io_{h}x{w}.npz", model, x)
+        print(f"{name} at {h}x{w}: logits {logits.shape}, stages {[f.shape[1:3] for f in feats]}")
+    meta = {"name": name, "like": like, "img_size": list(size), "num_classes": 10,
+            "timm_cfg": json.loads(json.dumps(dataclasses.asdict(cfg))),
+            "sizes": [list(s) for s in run_sizes],
+            "input_note": "images_nhwc are already normalized; feed them with preprocessing off; the checkpoint "
+                          "was made at img_size, io_{H}x{W}.npz are timm's outputs from a model built at HxW and "
+                          "loaded from it with checkpoint_filter_fn"}
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump(meta, f, indent=1)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("out_dir", nargs="?", default="tests/fixtures/timm_extra")
     p.add_argument("--full", action="store_true", help="write full-size fixtures (large) instead")
+    p.add_argument("--sizes", metavar="DIR", help="write the run-time size fixtures (SIZES) to DIR instead")
     args = p.parse_args()
+    if args.sizes:
+        for name, (like, size, overrides, run_sizes) in SIZES.items():
+            write_sizes_fixture(args.sizes, name, like, size, overrides, run_sizes)
+        return
     for name, (like, size, overrides, load_size) in (FULL_SIZE if args.full else FIXTURES).items():
         write_fixture(args.out_dir, name, like, size, overrides, load_size, shrink=not args.full)
 
