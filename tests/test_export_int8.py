@@ -59,7 +59,7 @@ def test_cpu_int8_agrees_with_keras_wherever_keras_is_sure(both_int8):
     for fmt in ("int8", "int8_full"):
         e = both_int8[fmt]
         assert e["n"] == 360 and e["keras_accuracy"] > 0.8, fmt
-        assert e["near_ties"] <= 0.2 * e["n"], fmt  # the check has sure images to judge (measured 15 of 360)
+        assert e["near_ties"] <= 0.2 * e["n"], fmt  # the check has sure images to judge (measured 16 of 360 on an AMD EPYC)
         assert e["confident_agreement"] == 1.0, (fmt, e)
         assert e["near_tie_flips"] <= validate.near_tie_flip_limit(e["near_ties"]), (fmt, e)
         # accuracy moves only through the near-ties it flipped
