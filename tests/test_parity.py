@@ -10,7 +10,9 @@ import pytest
 import keras_coatnet as kc
 
 HERE = os.path.dirname(__file__)
-FIXTURES = sorted(glob.glob(os.path.join(HERE, "fixtures", "timm*", "*", "config.json")))
+# One-size fixtures (io.npz); fixtures/timm_sizes (io_HxW.npz per run-time size) are for run-time sizes.
+FIXTURES = sorted(p for p in glob.glob(os.path.join(HERE, "fixtures", "timm*", "*", "config.json"))
+                  if os.path.exists(os.path.join(os.path.dirname(p), "io.npz")))
 # More fixture folders of the same layout (e.g. full-size models from tools/make_timm_fixtures.py --full).
 EXTRA = os.environ.get("KERAS_COATNET_EXTRA_FIXTURES")
 EXTRA_FIXTURES = sorted(glob.glob(os.path.join(EXTRA, "*", "config.json"))) if EXTRA else []
