@@ -110,14 +110,23 @@ def _geometric_positions(src, dst):
     return np.array([-d for d in reversed(dis)] + [0.0] + dis)
 
 
+def interpolation_matrix(src, dst):
+    """[dst, src] float64 matrix M with M @ v = timm's resize of a src-long offset axis v to dst entries: linear
+    between geometrically spaced source offsets, clamped at the ends. Each row sums to 1.
+
+    One linear map per axis, so a table can be resized inside a graph (M @ grid @ M_w.T) with a dense,
+    exact gradient."""
+    xs = _geometric_positions(src, dst)
+    targets = np.arange(-(dst // 2), dst // 2 + 0.1)
+    return np.stack([np.interp(targets, xs, np.eye(src)[k]) for k in range(src)], axis=1)
+
+
 def resize_grid(grid, dst_shape):
     """Resizes one [src_h, src_w] offset grid to `dst_shape`, linear between geometrically spaced source
     points and clamped at the edges (timm's `resize_rel_pos_bias_table`, non-scipy path)."""
     (sh, sw), (dh, dw) = grid.shape, dst_shape
-    ys, xs = _geometric_positions(sh, dh), _geometric_positions(sw, dw)
-    ty, tx = np.arange(-(dh // 2), dh // 2 + 0.1), np.arange(-(dw // 2), dw // 2 + 0.1)
-    rows = np.stack([np.interp(ty, ys, grid[:, j]) for j in range(sw)], axis=1)  # [dh, sw]
-    return np.stack([np.interp(tx, xs, rows[i]) for i in range(dh)], axis=0).astype(grid.dtype)
+    rows, cols = interpolation_matrix(sh, dh), interpolation_matrix(sw, dw)
+    return (rows @ np.asarray(grid, np.float64) @ cols.T).astype(grid.dtype)
 
 
 def resize_bias_table(table, layer):

@@ -7,7 +7,7 @@ import types
 import numpy as np
 import pytest
 
-from keras_coatnet.timm_weights import resize_bias_table, resize_grid
+from keras_coatnet.timm_weights import interpolation_matrix, resize_bias_table, resize_grid
 
 
 def source_positions(src, dst):
@@ -67,3 +67,13 @@ def test_resize_bias_tf_table():
 def test_non_square_source_table_is_refused():
     with pytest.raises(ValueError, match="non-square relative position table of 15 entries"):
         resize_bias_table(np.zeros((15, 2), "float32"), types.SimpleNamespace(size=(4, 4), kind="bias"))
+
+
+@pytest.mark.parametrize("src, dst", [(13, 23), (27, 13), (7, 15)])
+def test_interpolation_matrix_is_a_convex_linear_resize(src, dst):
+    m = interpolation_matrix(src, dst)
+    assert m.shape == (dst, src) and np.all(m >= 0)
+    np.testing.assert_allclose(m.sum(1), 1.0, atol=1e-12)  # constants stay constant
+    v = np.random.default_rng(1).normal(size=src)
+    targets = np.arange(dst) - dst // 2
+    np.testing.assert_allclose(m @ v, np.interp(targets, source_positions(src, dst), v), atol=1e-5)
