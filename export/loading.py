@@ -6,7 +6,7 @@ from pathlib import Path
 import keras
 
 from export.errors import ExportError
-from keras_coatnet.builder import STRIDE
+EXPORT_STRIDE = 32  # export sizes: multiples of the network's 32x downsampling (even maps at every stage)
 from keras_coatnet.layers.mbconv import MBConvBlock
 from keras_coatnet.layers.stem import Stem
 from keras_coatnet.layers.transformer import TransformerBlock
@@ -49,8 +49,9 @@ def input_size(model, requested=None):
     built = tuple(shape[1:3])
     if requested is not None:
         requested = (int(requested), int(requested)) if isinstance(requested, int) else tuple(map(int, requested))
-        if len(requested) != 2 or any(n < STRIDE or n % STRIDE for n in requested):
-            raise ExportError(f"input size {requested} must be two multiples of {STRIDE} (at least {STRIDE})")
+        if len(requested) != 2 or any(n < EXPORT_STRIDE or n % EXPORT_STRIDE for n in requested):
+            raise ExportError(f"input size {requested} must be two multiples of {EXPORT_STRIDE} (at least "
+                              f"{EXPORT_STRIDE})")
         if None not in built and requested != built:
             raise ExportError(f"model was built for {built[0]}x{built[1]} input (its relative attention is sized "
                               f"for it); export at that size or rebuild the model for {requested[0]}x{requested[1]}")

@@ -202,12 +202,14 @@ def _squeeze_excite(se, x, options):
     return x * tf.sigmoid(s)
 
 
-def relative_bias(attn):
-    """The attention's relative-position bias as a NumPy constant [heads, N, N] (None without one)."""
+def relative_bias(attn, size=None):
+    """The attention's relative-position bias for an h x w map (`size`, default the table's) as a NumPy
+    constant [heads, N, N] (None without one)."""
     if attn.rel_pos is None:
         return None
     with tf.init_scope():  # evaluated eagerly, even while the serving function is traced
-        return np.asarray(tf.convert_to_tensor(attn.rel_pos()), np.float32)
+        x = None if size is None else np.zeros((1, *size, 1), np.float32)
+        return np.asarray(tf.convert_to_tensor(attn.rel_pos(x)), np.float32)
 
 
 def _qkv_linears(attn, in_scale, in_shift):
@@ -245,8 +247,9 @@ def toeplitz_expand(table, h, w):
     return tf.reshape(tf.transpose(b, (0, 1, 3, 2, 4)), (heads, h * w, h * w))
 
 
-def bias_from_table(attn, anchor):
-    """The bias [heads, N, N] expanded at run time from the small table [heads, (2H-1)(2W-1)].
+def bias_from_table(attn, anchor, size):
+    """The bias [heads, N, N] for an h x w map (`size`) expanded at run time from the small table
+    [heads, (2h-1)(2w-1)] (resized from the trained one where `size` differs).
 
     The table is evaluated at export (constant, so 'mlp' tables cost nothing at run time) and expanded by
     ``toeplitz_expand`` (a GATHER where H or W is 1). ``anchor`` is any 2-D tensor of the block: adding
@@ -255,19 +258,16 @@ def bias_from_table(attn, anchor):
     if attn.rel_pos is None:
         return None
     with tf.init_scope():
-        table = np.asarray(tf.convert_to_tensor(attn.rel_pos.table()), np.float32).T  # [heads, T]
-    (h, w), heads = attn.size, attn.num_heads
+        table = np.asarray(tf.convert_to_tensor(attn.rel_pos.table(*size)), np.float32).T  # [heads, T]
+    (h, w), heads = size, attn.num_heads
     zero = tf.minimum(tf.abs(anchor[:1, :1]), 0.0)  # always 0, but not foldable (x * 0 would be)
-    index = np.asarray(attn.rel_pos.index, np.int32)
+    key_minus_query = attn.rel_pos.kind == "bias_tf"
+    index = relative_index(h, w, key_minus_query).reshape(-1)
     if h >= 2 and w >= 2:
-        if np.array_equal(index, relative_index(h, w).reshape(-1)):  # query - key offsets
-            grid = table.reshape(heads, 2 * h - 1, 2 * w - 1)
-        elif np.array_equal(index, relative_index(h, w, key_minus_query=True).reshape(-1)):
-            grid = table.reshape(heads, 2 * h - 1, 2 * w - 1)[:, ::-1, ::-1]
-        else:
-            grid = None
-        if grid is not None:
-            return toeplitz_expand(_const(grid.copy()) + zero, h, w)
+        grid = table.reshape(heads, 2 * h - 1, 2 * w - 1)
+        if key_minus_query:  # key - query offsets: the same Toeplitz form of the reversed table
+            grid = grid[:, ::-1, ::-1]
+        return toeplitz_expand(_const(grid.copy()) + zero, h, w)
     bias = tf.gather(_const(table) + zero, tf.constant(index), axis=1)  # [heads, N*N]
     return tf.reshape(bias, (heads, h * w, h * w))
 
@@ -296,18 +296,19 @@ def _attention_core(q, k, v, bias, heads, d, mode):
 
 def transformer(block, x, options):
     """TransformerBlock on 2-D tokens: folded norms / layer scales, constant relative bias."""
-    attn, (h, w) = block.attn, block.size
-    n = h * w
+    attn = block.attn
     short = shortcut(block, x)
     y, s1, t1 = _norm_then(block.norm1, x)
     if block.down is not None:
         y = pool(block.down, y)  # avg pool is linear per channel: the affine still folds into qkv
+    h, w = y.shape[1:3]
+    n = h * w
     tokens = tf.reshape(y, (n, y.shape[-1]))
     q, k, v = (linear(lin, tokens) for lin in _qkv_linears(attn, s1, t1))
     if options.rel_bias == "table":
-        bias = bias_from_table(attn, tokens)
+        bias = bias_from_table(attn, tokens, (h, w))
     else:
-        bias = None if attn.rel_pos is None else _const(relative_bias(attn))
+        bias = None if attn.rel_pos is None else _const(relative_bias(attn, (h, w)))
     out = _attention_core(q, k, v, bias, attn.num_heads, attn.dim_head, options.attention)
     proj = Conv.from_layer(attn.proj).as_matrix()
     if block.ls1 is not None:

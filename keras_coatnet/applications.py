@@ -65,16 +65,19 @@ def create_model(model_name, include_top=True, weights=None, input_tensor=None, 
                  drop_path_rate=0.0, dropout_rate=0.0):
     """Builds a registered model by name (see `list_models()`), with the `keras.applications` arguments.
 
-    Input [B, H, W, 3] (default H, W: the model's native size), raw 0-255 RGB when `include_preprocessing`.
+    Input [B, H, W, C]: default (native, native, 3) with the classifier, else (None, None, 3) (any H, W >= 32
+    at run time); raw 0-255 RGB when `include_preprocessing`. Relative-position tables are made for the
+    model's native size (its checkpoints') and resized in the graph at any other.
     `weights`: None, a file (timm `.safetensors`, Keras `.weights.h5`), 'imagenet' or a published tag.
     `classes`: default the published checkpoint's class count for named weights, else 1000."""
     entry = get_entry(model_name)
-    if input_shape is None and input_tensor is None:
+    if input_shape is None and input_tensor is None and include_top:
         input_shape = (*entry["input_size"], 3)
     return _build(entry["config"], weights, include_top, classes, model_name=model_name, input_tensor=input_tensor,
                   input_shape=input_shape, pooling=pooling, classifier_activation=classifier_activation,
                   include_preprocessing=include_preprocessing, name=name or model_name,
-                  drop_path_rate=drop_path_rate, dropout_rate=dropout_rate, mean=entry["mean"], std=entry["std"])
+                  drop_path_rate=drop_path_rate, dropout_rate=dropout_rate, mean=entry["mean"], std=entry["std"],
+                  table_size=tuple(entry["input_size"]))
 
 
 def from_timm_config(timm_cfg, input_shape=(224, 224, 3), classes=1000, include_preprocessing=False, weights=None,
@@ -99,16 +102,18 @@ Args:
     include_top: whether to include the classification head (final norm, pooling, classifier). Defaults to `True`.
     weights: `None` (random initialization) or the path to a weights file: a timm `.safetensors` state_dict of
         this architecture, or a Keras `.weights.h5` / `.keras` file. Defaults to `None`.
-    input_tensor: optional Keras tensor (output of `keras.Input()`) to use as the model's input, [B, H, W, 3].
-    input_shape: optional `(H, W, 3)`; H and W multiples of 32, at least 32 (the network downsamples 32x).
-        Defaults to `(224, 224, 3)` (or the shape of `input_tensor`).
+    input_tensor: optional Keras tensor (output of `keras.Input()`) to use as the model's input, [B, H, W, C].
+    input_shape: optional `(H, W, C)`: H and W at least 32, or None for any size at run time (one model for
+        every resolution; the relative-position tables are resized in the graph); C >= 1 channels (pretrained
+        weights adapt their first conv as timm does). Defaults to `(224, 224, 3)` with `include_top`, else
+        `(None, None, 3)` (or the shape of `input_tensor`).
     pooling: feature pooling when `include_top` is `False`: `None` (the 4-D feature map), `"avg"` or `"max"`
         (2-D [B, C] features).
     classes: number of classes to classify images into, used with `include_top`. Defaults to 1000.
     classifier_activation: activation of the classifier's output, a name or callable; `None` returns logits.
         Defaults to `"softmax"`.
     include_preprocessing: whether the model normalizes raw 0-255 RGB input itself (timm's mean and std).
-        Defaults to `True`.
+        Defaults to `True`. RGB only: with C != 3 channels pass `False` and feed normalized input.
     name: the name of the model. Defaults to `"{fn}"`.
     drop_path_rate: stochastic depth rate of the last block, rising linearly from 0 over the blocks (used in
         training). Defaults to 0.0.

@@ -11,17 +11,19 @@ from keras import layers
 
 from keras_coatnet.config import block_plan, resolve_config
 from keras_coatnet.layers import MBConvBlock, Stem, TransformerBlock
-from keras_coatnet.layers.common import norm_layer
+from keras_coatnet.layers.common import halved, norm_layer
 from keras_coatnet.naming import block_index, keras_name
 from keras_coatnet.preprocessing import Normalize
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 TIMM_MEAN, TIMM_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
-STRIDE = 32
+MIN_SIZE = 32
+DEFAULT_SIZE = (224, 224)
 
 
-def _check_input_shape(input_shape, input_tensor):
-    """Returns (H, W, C) or raises a ValueError saying what is allowed."""
+def _check_input_shape(input_shape, input_tensor, include_top=True):
+    """Returns (H, W, C) (H, W: int >= 32 or None, run-time sizes) or raises a ValueError saying what is allowed.
+    No shape: (224, 224, 3) with the classifier, else (None, None, 3), as keras.applications."""
     if keras.config.image_data_format() != "channels_last":
         raise ValueError("CoAtNet models are channels_last (NHWC) only; keras.config.image_data_format() is "
                          f"{keras.config.image_data_format()!r}. Call keras.config.set_image_data_format("
@@ -32,28 +34,52 @@ def _check_input_shape(input_shape, input_tensor):
                              f"{type(input_tensor).__module__}.{type(input_tensor).__name__}. To run the model on "
                              "data, build it with input_shape=... and call model.predict(x).")
         if len(input_tensor.shape) != 4:
-            raise ValueError(f"input_tensor must be 4-D [batch, height, width, 3] (NHWC); got shape "
+            raise ValueError(f"input_tensor must be 4-D [batch, height, width, channels] (NHWC); got shape "
                              f"{tuple(input_tensor.shape)}.")
         tensor_shape = tuple(input_tensor.shape[1:])
         if input_shape is not None and tuple(input_shape) != tensor_shape:
             raise ValueError(f"input_shape {tuple(input_shape)} does not match input_tensor's {tensor_shape}.")
         input_shape = tensor_shape
     if input_shape is None:
-        input_shape = (224, 224, 3)
+        input_shape = (224, 224, 3) if include_top else (None, None, 3)
     if len(input_shape) != 3:
-        raise ValueError(f"input_shape must be (height, width, 3) (NHWC); got {tuple(input_shape)}.")
+        raise ValueError(f"input_shape must be (height, width, channels) (NHWC); got {tuple(input_shape)}.")
     h, w, c = input_shape
-    if c != 3:
-        raise ValueError(f"input_shape must have 3 (RGB) channels last (NHWC); got {c} channels in "
+    if isinstance(c, bool) or not isinstance(c, (int, np.integer)) or c < 1:
+        raise ValueError(f"input_shape needs a number of channels >= 1 last (NHWC); got {c!r} in "
                          f"{tuple(input_shape)}.")
     for side, n in (("height", h), ("width", w)):
-        if n is None:
-            raise ValueError("CoAtNet needs a fixed input size (its relative attention is built for the feature "
-                             f"map size); got {side}=None. Pass e.g. input_shape=(224, 224, 3).")
-        if n < STRIDE or n % STRIDE:
-            raise ValueError(f"Input {side} must be a multiple of {STRIDE} and at least {STRIDE} (the network "
-                             f"downsamples 32x); got {n}.")
-    return int(h), int(w), 3
+        if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < MIN_SIZE):
+            raise ValueError(f"Input {side} must be at least {MIN_SIZE} (the network downsamples 32x), or None "
+                             f"for any size at run time; got {n!r}.")
+    return (None if h is None else int(h)), (None if w is None else int(w)), int(c)
+
+
+def feature_sizes(cfg, image_size):
+    """(h, w) of the output map of the stem and of each block of `block_plan(cfg)`, for an H x W input (None
+    stays None): the stem and the strided-conv MBConvs halve a side to its ceiling, pooling MBConvs
+    (`stride_mode='pool'`) to its floor, as timm; Transformer blocks to its ceiling (see `TransformerBlock`)."""
+    cfg = resolve_config(cfg)
+    conv_ceil = cfg["conv_cfg"]["stride_mode"] != "pool"
+    size = tuple(halved(n, True) for n in image_size)
+    sizes = [size]
+    for b in block_plan(cfg):
+        if b["stride"] == 2:
+            size = tuple(halved(n, conv_ceil if b["type"] == "C" else True) for n in size)
+        sizes.append(size)
+    return sizes
+
+
+def channel_mean_std(mean, std, channels):
+    """(mean, std) with one value per input channel. A mean/std that is the same on every RGB channel (timm's
+    0.5) applies to any number of channels; a per-channel RGB one (ImageNet's) only to 3, or raises."""
+    if len(mean) == channels and len(std) == channels:
+        return tuple(mean), tuple(std)
+    if len(set(mean)) == 1 and len(set(std)) == 1:
+        return (mean[0],) * channels, (std[0],) * channels
+    raise ValueError(f"include_preprocessing=True normalizes with an RGB mean {tuple(mean)} / std {tuple(std)}, but "
+                     f"the input has {channels} channels: pass include_preprocessing=False and feed normalized "
+                     f"input, or build_model(..., mean=, std=) with {channels} values each.")
 
 
 def check_head_args(include_top, pooling, classes):
@@ -70,24 +96,32 @@ def drop_path_rates(depths, rate):
 
 def build_model(cfg, include_top=True, input_tensor=None, input_shape=None, pooling=None, classes=1000,
                 classifier_activation="softmax", include_preprocessing=True, name="coatnet",
-                drop_path_rate=0.0, dropout_rate=0.0, mean=TIMM_MEAN, std=TIMM_STD):
+                drop_path_rate=0.0, dropout_rate=0.0, mean=TIMM_MEAN, std=TIMM_STD, table_size=None):
     """Returns a `keras.Model` for a (possibly partial) timm `MaxxVitCfg` dict.
 
-    Input: [B, H, W, 3] NHWC, raw 0-255 RGB when `include_preprocessing` (normalized inside with `mean`/`std`
-    given on the 0-1 scale), else already normalized. Output: [B, classes] with `include_top`; else the final
-    feature map [B, H/32, W/32, C] or, with `pooling`, [B, C].
+    Input: [B, H, W, C] NHWC, any H, W >= 32 where `input_shape` has None. Raw 0-255 values when
+    `include_preprocessing` (normalized inside with `mean`/`std`, C values on the 0-1 scale), else already
+    normalized. Output: [B, classes] with `include_top`; else the final feature map [B, ~H/32, ~W/32, C'] or,
+    with `pooling`, [B, C']. `table_size`: the image size (H, W) the relative-position bias tables are trained
+    for (a checkpoint's size); default the input size, 224 where it is None. At other sizes they are resized
+    in the graph, as the weight loader would resize them.
     """
     cfg = resolve_config(cfg)
     check_head_args(include_top, pooling, classes)
-    h, w, _ = _check_input_shape(input_shape, input_tensor)
-    inputs = input_tensor if input_tensor is not None else keras.Input((h, w, 3), name="image")
+    h, w, c = _check_input_shape(input_shape, input_tensor, include_top)
+    if include_preprocessing:
+        mean, std = channel_mean_std(mean, std, c)
+    if table_size is None:
+        table_size = (h or DEFAULT_SIZE[0], w or DEFAULT_SIZE[1])
+    inputs = input_tensor if input_tensor is not None else keras.Input((h, w, c), name="image")
     x = inputs
     if include_preprocessing:
         x = Normalize(mean, std, name="preprocessing")(x)
     x = make_stem(cfg)(x)
     rates = np.concatenate(drop_path_rates(cfg["depths"], drop_path_rate))
-    for rate, b in zip(rates, block_plan(cfg)):
-        x = make_block(cfg, b, (h, w), float(rate))(x)
+    table_sizes = feature_sizes(cfg, table_size)[1:]
+    for rate, b, size in zip(rates, block_plan(cfg), table_sizes):
+        x = make_block(cfg, b, size, float(rate))(x)
     x = add_head(x, cfg, include_top, pooling, classes, classifier_activation, dropout_rate)
     if input_tensor is not None:
         inputs = keras.utils.get_source_inputs(input_tensor)
@@ -100,12 +134,12 @@ def make_stem(cfg):
                 name="stem")
 
 
-def make_block(cfg, b, image_size, drop_path=0.0):
-    """The block layer for one entry `b` of `block_plan(cfg)` in a model taking `image_size` (H, W) inputs."""
+def make_block(cfg, b, size, drop_path=0.0):
+    """The block layer for one entry `b` of `block_plan(cfg)`; `size`: its output map (h, w) at the size its
+    relative-position table is trained for (`feature_sizes`)."""
     name = keras_name(f"stages.{b['stage']}.blocks.{b['index']}")
     if b["type"] == "C":
         return MBConvBlock(b["in_dim"], b["out_dim"], b["stride"], cfg["conv_cfg"], drop_path, name=name)
-    size = (image_size[0] // b["reduction"], image_size[1] // b["reduction"])
     return TransformerBlock(b["in_dim"], b["out_dim"], b["stride"], size, cfg["transformer_cfg"], drop_path,
                             name=name)
 
@@ -142,18 +176,19 @@ def count_params(cfg, input_shape=(224, 224, 3), classes=1000, trainable_only=Tr
     import collections
 
     cfg = resolve_config(cfg)
-    h, w, _ = _check_input_shape(input_shape, None)
+    h, w, c = _check_input_shape(input_shape, None)
+    if h is None or w is None:
+        raise ValueError(f"count_params needs a fixed input size; got {tuple(input_shape)}.")
     count = lambda layer: sum(int(np.prod(v.shape)) for v in (layer.trainable_weights if trainable_only
                                                                else layer.weights))
-    total = count(_built(make_stem(cfg), (h, w, 3)))
+    sizes = feature_sizes(cfg, (h, w))
+    total = count(_built(make_stem(cfg), (h, w, c)))
     plan = block_plan(cfg)
-    signature = lambda b: (b["type"], b["in_dim"], b["out_dim"], b["stride"], b["reduction"])
-    for sig, n in collections.Counter(signature(b) for b in plan).items():
-        b = next(b for b in plan if signature(b) == sig)
-        r_in = b["reduction"] // b["stride"]
-        total += n * count(_built(make_block(cfg, b, (h, w)), (h // r_in, w // r_in, b["in_dim"])))
-    last = plan[-1]
-    inputs = keras.Input((h // last["reduction"], w // last["reduction"], last["out_dim"]))
+    signature = lambda i: (plan[i]["type"], plan[i]["in_dim"], plan[i]["out_dim"], plan[i]["stride"], sizes[i + 1])
+    for sig, n in collections.Counter(signature(i) for i in range(len(plan))).items():
+        i = next(i for i in range(len(plan)) if signature(i) == sig)
+        total += n * count(_built(make_block(cfg, plan[i], sizes[i + 1]), (*sizes[i], plan[i]["in_dim"])))
+    inputs = keras.Input((*sizes[-1], plan[-1]["out_dim"]))
     total += count(keras.Model(inputs, add_head(inputs, cfg, classes=classes)))
     return total
 

@@ -15,7 +15,7 @@ LABEL_FILES = {1000: "imagenet1k_labels.tsv", 11821: "imagenet12k_labels.tsv"}
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class Normalize(layers.Layer):
-    """Maps raw 0-255 RGB to (x / 255 - mean) / std per channel. [..., 3] -> [..., 3]."""
+    """Maps raw 0-255 values to (x / 255 - mean) / std per channel. [..., C] -> [..., C], C = len(mean)."""
 
     def __init__(self, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), **kwargs):
         super().__init__(**kwargs)

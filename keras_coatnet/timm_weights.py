@@ -15,10 +15,12 @@ from keras import layers
 
 from keras_coatnet import _compat
 from keras_coatnet.layers import LayerScale, RelativePositionBias
+from keras_coatnet.layers.table_resize import resize_grid
 from keras_coatnet.naming import timm_path
 
 log = logging.getLogger("keras_coatnet")
 
+STEM_CONV = "stem.conv1.weight"  # the first conv, adapted to the input's channels
 IGNORED_SUFFIXES = ("num_batches_tracked", "relative_position_index", "rel_coords_log", "height_lookup",
                     "width_lookup")
 
@@ -93,40 +95,16 @@ def to_keras_layout(tensor, variable, layer):
     return t
 
 
-def _geometric_positions(src, dst):
-    """Source sample positions for resizing a (src)-long offset axis to (dst): timm's geometric spacing."""
-    left, right = 1.01, 1.5
-    while right - left > 1e-6:
-        q = (left + right) / 2.0
-        gp = (1.0 - q ** (src // 2)) / (1.0 - q)
-        if gp > dst // 2:
-            right = q
-        else:
-            left = q
-    dis, cur = [], 1.0
-    for i in range(src // 2):
-        dis.append(cur)
-        cur += q ** (i + 1)
-    return np.array([-d for d in reversed(dis)] + [0.0] + dis)
-
-
-def interpolation_matrix(src, dst):
-    """[dst, src] float64 matrix M with M @ v = timm's resize of a src-long offset axis v to dst entries: linear
-    between geometrically spaced source offsets, clamped at the ends. Each row sums to 1.
-
-    One linear map per axis, so a table can be resized inside a graph (M @ grid @ M_w.T) with a dense,
-    exact gradient."""
-    xs = _geometric_positions(src, dst)
-    targets = np.arange(-(dst // 2), dst // 2 + 0.1)
-    return np.stack([np.interp(targets, xs, np.eye(src)[k]) for k in range(src)], axis=1)
-
-
-def resize_grid(grid, dst_shape):
-    """Resizes one [src_h, src_w] offset grid to `dst_shape`, linear between geometrically spaced source
-    points and clamped at the edges (timm's `resize_rel_pos_bias_table`, non-scipy path)."""
-    (sh, sw), (dh, dw) = grid.shape, dst_shape
-    rows, cols = interpolation_matrix(sh, dh), interpolation_matrix(sw, dw)
-    return (rows @ np.asarray(grid, np.float64) @ cols.T).astype(grid.dtype)
+def adapt_input_conv(kernel, in_chans):
+    """timm's `adapt_input_conv` on a Keras conv kernel [kh, kw, 3, out] trained on RGB: 1 channel takes the
+    sum over RGB; C > 3 (or 2) repeats RGB and keeps the first C, scaled by 3 / C. -> [kh, kw, C, out]."""
+    if kernel.shape[2] != 3:
+        raise ValueError(f"Can only adapt a 3-channel first conv to {in_chans} channels; the checkpoint's has "
+                         f"{kernel.shape[2]}.")
+    if in_chans == 1:
+        return kernel.sum(axis=2, keepdims=True)
+    repeat = -(-in_chans // 3)
+    return np.tile(kernel, (1, 1, repeat, 1))[:, :, :in_chans] * (3.0 / in_chans)
 
 
 def resize_bias_table(table, layer):
@@ -168,6 +146,9 @@ def load_state_dict(model, state_dict, skip=(), source=""):
     assignments, bad = [], []
     for key, (variable, layer) in targets.items():
         value = to_keras_layout(given[key], variable, layer)
+        if key == STEM_CONV and value.ndim == 4 and value.shape[2] != variable.shape[2]:
+            value = adapt_input_conv(value, variable.shape[2]).astype(value.dtype)
+            log.info("Adapted %s from 3 to %d input channels as timm does.", key, variable.shape[2])
         if isinstance(layer, RelativePositionBias) and value.shape != tuple(variable.shape) and layer.kind != "mlp":
             value = resize_bias_table(value, layer)
             log.info("Resized %s from %s to %s for a %dx%d feature map.", key, given[key].shape, value.shape,

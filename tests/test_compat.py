@@ -132,7 +132,7 @@ def test_every_public_name_of_keras_coatnet_is_used_somewhere():
 def test_one_definition_of_the_network_stride_and_of_the_norm_layers():
     strides = [f"{p.relative_to(REPO)}" for p in _sources(*INSTALLED_PACKAGES)
                for node in ast.parse(p.read_text()).body if isinstance(node, ast.Assign)
-               for t in node.targets if isinstance(t, ast.Name) and t.id == "STRIDE"]
+               for t in node.targets if isinstance(t, ast.Name) and t.id in ("STRIDE", "MIN_SIZE")]
     assert strides == ["keras_coatnet/builder.py"]
     norms = [f"{p.relative_to(REPO)}" for p in _sources("keras_coatnet") for line in p.read_text().splitlines()
              if re.search(r"(?<!class )\b(BatchNorm|BatchNormalization|LayerNormalization)\(", line)]

@@ -7,7 +7,8 @@ import types
 import numpy as np
 import pytest
 
-from keras_coatnet.timm_weights import interpolation_matrix, resize_bias_table, resize_grid
+from keras_coatnet.layers.table_resize import interpolation_matrix, resize_grid
+from keras_coatnet.timm_weights import resize_bias_table
 
 
 def source_positions(src, dst):

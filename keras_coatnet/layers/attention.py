@@ -6,12 +6,15 @@ Three ways to make the bias [heads, N, N] (N = H*W tokens, row-major) for an H x
 - 'bias_tf' (timm RelPosBiasTf): a learned table [heads, 2H-1, 2W-1] indexed by key - query offset.
 - 'mlp' (timm RelPosMlp, 'cr' mode): a 2 -> hidden -> heads ReLU MLP on sign(d) * log(1 + |d|) offsets,
   gathered like 'bias'. It has no size-dependent weights, so it runs at any resolution unchanged.
+
+Tables are trained for one map size (the layer's `size`) and run at any: see `RelativePositionBias`.
 """
 
 import keras
 import numpy as np
 from keras import layers, ops
 
+from keras_coatnet.layers import table_resize
 from keras_coatnet.layers.common import PACKAGE, freeze_sublayers_if_frozen
 
 
@@ -33,9 +36,41 @@ def log_offsets(height, width):
     return np.sign(grid) * np.log1p(np.abs(grid))
 
 
+def relative_index_in_graph(height, width, key_minus_query=False):
+    """`relative_index(h, w).reshape(-1)` for scalar int tensors h, w (sizes known only when the graph runs)."""
+    tokens = ops.arange(height * width)
+    rows, cols = tokens // width, tokens % width
+    dy, dx = rows[:, None] - rows[None, :], cols[:, None] - cols[None, :]
+    if key_minus_query:
+        dy, dx = -dy, -dx
+    return ops.reshape((dy + height - 1) * (2 * width - 1) + dx + width - 1, (-1,))
+
+
+_LOG1P = np.log1p(np.arange(4096, dtype="float32"))  # NumPy's float32 log1p, so both forms agree bit for bit
+
+
+def log_offsets_in_graph(height, width):
+    """`log_offsets(h, w)` for scalar int tensors h, w: [(2h-1), (2w-1), 2] float32."""
+    def axis(n):
+        d = ops.arange(-(n - 1), n)
+        magnitude = ops.abs(d)
+        known = ops.take(_LOG1P, ops.minimum(magnitude, len(_LOG1P) - 1))
+        value = ops.where(magnitude < len(_LOG1P), known, ops.log1p(ops.cast(magnitude, "float32")))
+        return ops.cast(ops.sign(d), "float32") * value
+
+    dy, dx = axis(height), axis(width)
+    shape = (ops.shape(dy)[0], ops.shape(dx)[0])
+    return ops.stack([ops.broadcast_to(dy[:, None], shape), ops.broadcast_to(dx[None, :], shape)], axis=-1)
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class RelativePositionBias(layers.Layer):
-    """Produces the attention bias [heads, N, N] for a fixed `size` = (H, W); see the module docstring."""
+    """The attention bias [heads, N, N] for the h x w map `call` is given (N = h*w); see the module docstring.
+
+    `size` = (H0, W0) is the map its table is trained for (kept in the config). At (H0, W0) the table is used as it
+    is; at any other (h, w) it is resized in the graph as the weight loader resizes a checkpoint
+    (`table_resize`), and 'mlp' evaluates its MLP at the run-time offsets.
+    """
 
     def __init__(self, size, num_heads, kind="bias", hidden_dim=512, **kwargs):
         super().__init__(**kwargs)
@@ -61,23 +96,57 @@ class RelativePositionBias(layers.Layer):
                 name="relative_position_bias_table", shape=shape,
                 initializer=keras.initializers.TruncatedNormal(stddev=0.02))
 
-    def table(self):
-        """The bias table as [(2H-1)(2W-1), heads], whatever the kind."""
+    def table(self, height=None, width=None):
+        """The bias table as [(2h-1)(2w-1), heads] for an h x w map (default: the trained size), whatever the
+        kind. `height`, `width`: ints, or scalar int tensors on TensorFlow when the size is only known at run
+        time."""
+        h0, w0 = self.size
+        height, width = (h0, w0) if height is None else (height, width)
+        static = isinstance(height, (int, np.integer)) and isinstance(width, (int, np.integer))
+        trained = static and (height, width) == self.size
         if self.kind == "mlp":
-            return self.fc2(self.drop(self.fc1(ops.convert_to_tensor(self.coords, self.compute_dtype))))
-        if self.kind == "bias_tf":
-            return ops.transpose(ops.reshape(self.relative_position_bias_table, (self.num_heads, -1)))
-        return self.relative_position_bias_table
+            coords = (self.coords if trained else log_offsets(height, width).reshape(-1, 2) if static
+                      else ops.reshape(log_offsets_in_graph(height, width), (-1, 2)))
+            return self.fc2(self.drop(self.fc1(ops.convert_to_tensor(coords, self.compute_dtype))))
+        table = self.relative_position_bias_table
+        grid = table if self.kind == "bias_tf" else ops.reshape(ops.transpose(table), (-1, 2 * h0 - 1, 2 * w0 - 1))
+        if not trained:  # [heads, 2H0-1, 2W0-1] -> [heads, 2h-1, 2w-1]
+            rows, cols = self._resize_matrices(height, width, static)
+            grid = ops.einsum("ys,hst,xt->hyx", ops.cast(rows, grid.dtype), grid, ops.cast(cols, grid.dtype))
+        return ops.transpose(ops.reshape(grid, (self.num_heads, -1)))
+
+    def _resize_matrices(self, height, width, static):
+        """[2h-1, 2H0-1] and [2w-1, 2W0-1] resize matrices (identities at the trained size)."""
+        src_h, src_w = 2 * self.size[0] - 1, 2 * self.size[1] - 1
+        if static:
+            return table_resize.interpolation_matrix(src_h, 2 * height - 1), table_resize.interpolation_matrix(
+                src_w, 2 * width - 1)
+        trained = ops.logical_and(ops.equal(height, self.size[0]), ops.equal(width, self.size[1]))
+        out = []
+        for src, dst in ((src_h, 2 * height - 1), (src_w, 2 * width - 1)):
+            identity = ops.one_hot(ops.arange(dst), src, dtype="float64")  # [src, src] when dst == src
+            out.append(ops.where(trained, identity, table_resize.interpolation_matrix_in_graph(src, dst)))
+        return out
 
     def call(self, inputs=None):
-        n = self.size[0] * self.size[1]
-        table = self.table()
+        """inputs: the [B, h, w, C] map the bias is for (only its shape is read); None: the trained size."""
+        height, width = self.size if inputs is None else ops.shape(inputs)[1:3]
+        static = isinstance(height, (int, np.integer)) and isinstance(width, (int, np.integer))
+        if static and (height, width) == self.size:
+            table, index = self.table(), self.index
+        elif static:
+            table = self.table(int(height), int(width))
+            index = relative_index(int(height), int(width), key_minus_query=(self.kind == "bias_tf")).reshape(-1)
+        else:
+            table = self.table(height, width)
+            index = relative_index_in_graph(height, width, key_minus_query=(self.kind == "bias_tf"))
+        n = height * width
         # Gather from a reshape of the table, not from the variable: on TensorFlow a gather's gradient is
         # IndexedSlices with each entry repeated up to N times, which Keras's optimizers square slice by slice
         # (AdamW's second moment gets sum(g^2), not (sum g)^2); a reshape's gradient is their exact dense sum.
         # Measured on CPU it is as fast as the plain gather, faster than a one-hot matmul or a Toeplitz expansion.
         table = ops.reshape(table, ops.shape(table))
-        bias = ops.take(table, self.index, axis=0)  # [N*N, heads]
+        bias = ops.take(table, index, axis=0)  # [N*N, heads]
         return ops.transpose(ops.reshape(bias, (n, n, self.num_heads)), (2, 0, 1))
 
     def get_config(self):
@@ -91,7 +160,8 @@ class RelativeAttention2d(layers.Layer):
 
     qkv and proj are 1x1 convs. `head_first` gives timm's channel layout of qkv: [heads, (q, k, v), dim_head]
     when True, [(q, k, v), heads, dim_head] when False. Attention width is `out_dim` when `expand_first`,
-    else `in_dim`. Input [B, H, W, in_dim] with (H, W) == `size` -> [B, H, W, out_dim].
+    else `in_dim`. Input [B, H, W, in_dim], any H, W -> [B, H, W, out_dim]; `size` is the map the relative
+    bias table is trained for.
     Logits, bias and softmax are computed in float32 under mixed precision.
     """
 
@@ -124,9 +194,7 @@ class RelativeAttention2d(layers.Layer):
         freeze_sublayers_if_frozen(self)
 
     def call(self, x):
-        h, w = self.size
-        if x.shape[1] is not None and (x.shape[1], x.shape[2]) != (h, w):
-            raise ValueError(f"Attention built for a {h}x{w} map got {x.shape[1]}x{x.shape[2]}.")
+        h, w = ops.shape(x)[1:3]  # ints, or scalar tensors on TensorFlow when only known at run time
         n, heads, d = h * w, self.num_heads, self.dim_head
         qkv = ops.reshape(self.qkv(x), (-1, n, heads, 3, d) if self.head_first else (-1, n, 3, heads, d))
         qkv = ops.transpose(qkv, (3, 0, 2, 1, 4) if self.head_first else (2, 0, 3, 1, 4))  # [3, B, heads, N, d]
@@ -134,10 +202,11 @@ class RelativeAttention2d(layers.Layer):
         logits = ops.matmul(q * ops.cast(d ** -0.5, q.dtype), ops.transpose(k, (0, 1, 3, 2)))
         logits = ops.cast(logits, "float32")
         if self.rel_pos is not None:
-            logits = logits + ops.cast(self.rel_pos(), "float32")
+            logits = logits + ops.cast(self.rel_pos(x), "float32")
         # A 1x1 map (32x32 inputs) attends to itself only: weight exp(0) = 1, still connected to the graph
         # (Keras warns about a size-1 softmax, and an unconnected bias table would warn in training).
-        attn = ops.cast(ops.softmax(logits, axis=-1) if n > 1 else ops.exp(logits - logits), v.dtype)
+        single = isinstance(n, (int, np.integer)) and n == 1
+        attn = ops.cast(ops.exp(logits - logits) if single else ops.softmax(logits, axis=-1), v.dtype)
         out = ops.matmul(self.attn_drop(attn), v)  # [B, heads, N, d]
         out = ops.reshape(ops.transpose(out, (0, 2, 1, 3)), (-1, h, w, self.dim_attn))
         return self.proj_drop(self.proj(out))

@@ -202,26 +202,38 @@ class CompositeLayer(layers.Layer):
 
 
 def _avg3_count_scale(h, w):
-    """[1, H/2, W/2, 1] factors turning a zero-padded 3x3/2 average into one over the valid cells only."""
+    """[1, ceil(H/2), ceil(W/2), 1] factors turning a zero-padded 3x3/2 average into one over the valid cells."""
     ones = np.pad(np.ones((h, w), "float32"), 1)
     count = np.array([[ones[i:i + 3, j:j + 3].sum() for j in range(0, w, 2)] for i in range(0, h, 2)])
     return (9.0 / count)[None, :, :, None].astype("float32")
+
+
+def halved(n, ceil):
+    """A side of n after a 2x downsampling: its ceiling (every cell covered) or floor; None stays None."""
+    return None if n is None else (n + 1) // 2 if ceil else n // 2
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class Pool2d(layers.Layer):
     """timm's 2x downsampling pools on NHWC: 'avg2'/'max2' (2x2, stride 2), and 'avg'/'max' (3x3, stride 2,
     symmetric padding 1; the 3x3 average excludes the padding from its count, the max pads with -inf).
-    Input [B, H, W, C] with even H, W -> [B, H/2, W/2, C]."""
 
-    def __init__(self, pool_type="avg2", padding="", **kwargs):
+    [B, H, W, C] -> [B, H', W', C]. 'avg'/'max' give H' = ceil(H/2). 'avg2'/'max2' give floor(H/2), as timm's
+    `nn.AvgPool2d(2)` (the last row of an odd map is dropped), or with `ceil_mode` ceil(H/2): an odd map's last
+    row is pooled alone (padding not counted, as PyTorch's `ceil_mode=True`). Even sizes: the same either way."""
+
+    def __init__(self, pool_type="avg2", padding="", ceil_mode=False, **kwargs):
         super().__init__(**kwargs)
-        self.pool_type, self.padding = pool_type, padding
+        self.pool_type, self.padding, self.ceil_mode = pool_type, padding, ceil_mode
 
     def call(self, x):
         if self.pool_type in ("avg2", "max2"):
             fn = ops.average_pool if self.pool_type == "avg2" else ops.max_pool
-            return fn(x, 2, 2, padding="valid")
+            h, w = x.shape[1:3]
+            # 'same' pads an odd side at its end and leaves the padding out of the average; on even sizes
+            # 'valid' is the same pool (and today's graph).
+            odd = self.ceil_mode and (h is None or w is None or h % 2 or w % 2)
+            return fn(x, 2, 2, padding="same" if odd else "valid")
         if self.padding == "same":
             fn = ops.average_pool if self.pool_type == "avg" else ops.max_pool
             return fn(x, 3, 2, padding="same")
@@ -229,26 +241,34 @@ class Pool2d(layers.Layer):
         if self.pool_type == "max":
             x = ops.pad(x, pads, constant_values=float("-inf"))
             return ops.max_pool(x, 3, 2, padding="valid")
+        h, w = x.shape[1:3]
+        if h is not None and w is not None:
+            scale = ops.cast(_avg3_count_scale(h, w), x.dtype)
+        else:  # the same factors, from a pool of ones (sizes known only at run time)
+            ones = ops.ones_like(x[..., :1])
+            scale = 1.0 / ops.average_pool(ops.pad(ones, pads), 3, 2, padding="valid")
         summed = ops.average_pool(ops.pad(x, pads), 3, 2, padding="valid")
-        return summed * ops.cast(_avg3_count_scale(x.shape[1], x.shape[2]), summed.dtype)
+        return summed * ops.cast(scale, summed.dtype)
 
     def compute_output_shape(self, shape):
-        half = lambda n: None if n is None else (n + 1) // 2
-        return (shape[0], half(shape[1]), half(shape[2]), shape[3])
+        ceil = self.ceil_mode or self.pool_type in ("avg", "max")
+        return (shape[0], halved(shape[1], ceil), halved(shape[2], ceil), shape[3])
 
     def get_config(self):
-        return {**super().get_config(), "pool_type": self.pool_type, "padding": self.padding}
+        return {**super().get_config(), "pool_type": self.pool_type, "padding": self.padding,
+                "ceil_mode": self.ceil_mode}
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class Downsample2d(layers.Layer):
-    """timm's Downsample2d: optional 2x pool, then a 1x1 conv `expand` when the width changes.
-    [B, H, W, in] -> [B, H/2, W/2, out] (or [B, H, W, out] with `pool_type=None`)."""
+    """timm's Downsample2d: optional 2x pool (`Pool2d`, with its `ceil_mode`), then a 1x1 conv `expand` when the
+    width changes. [B, H, W, in] -> [B, H/2, W/2, out] (or [B, H, W, out] with `pool_type=None`)."""
 
-    def __init__(self, out_dim, pool_type="avg2", use_bias=True, padding="", **kwargs):
+    def __init__(self, out_dim, pool_type="avg2", use_bias=True, padding="", ceil_mode=False, **kwargs):
         super().__init__(**kwargs)
         self.out_dim, self.pool_type, self.use_bias, self.padding = out_dim, pool_type, use_bias, padding
-        self.pool = Pool2d(pool_type, padding, name="pool", dtype=self.dtype_policy) if pool_type else None
+        self.ceil_mode = ceil_mode
+        self.pool = Pool2d(pool_type, padding, ceil_mode, name="pool", dtype=self.dtype_policy) if pool_type else None
         self.expand = None
 
     def build(self, shape):
@@ -270,7 +290,7 @@ class Downsample2d(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "out_dim": self.out_dim, "pool_type": self.pool_type,
-                "use_bias": self.use_bias, "padding": self.padding}
+                "use_bias": self.use_bias, "padding": self.padding, "ceil_mode": self.ceil_mode}
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)

@@ -4,7 +4,7 @@ import keras
 from keras import layers, ops
 
 from keras_coatnet.layers.common import (PACKAGE, CompositeLayer, Downsample2d, DropPath, Pool2d, activation, apply,
-                                         conv2d, conv_norm, freeze_sublayers_if_frozen, norm_layer)
+                                         conv2d, conv_norm, freeze_sublayers_if_frozen, halved, norm_layer)
 
 
 def make_divisible(v, divisor=8, round_limit=0.9):
@@ -46,7 +46,10 @@ class MBConvBlock(CompositeLayer):
     Args:
         in_dim, out_dim: input and output channels. stride: 1 or 2 (2 halves H and W).
         cfg: a resolved timm `conv_cfg` dict (see `config.resolve_config`). drop_path: stochastic depth rate.
-    Input [B, H, W, in_dim] -> [B, H/stride, W/stride, out_dim].
+    Input [B, H, W, in_dim] -> [B, H/stride, W/stride, out_dim]. With stride 2 an odd side halves as timm's
+    main path does: to its floor when it downsamples by a pool (`stride_mode='pool'`), to its ceiling by a strided
+    conv ('dw', '1x1'), whose shortcut then pools in `ceil_mode` (timm's floor pool there cannot add up with
+    the conv's output, and timm refuses such sizes).
     """
 
     def __init__(self, in_dim, out_dim, stride=1, cfg=None, drop_path=0.0, **kwargs):
@@ -57,9 +60,10 @@ class MBConvBlock(CompositeLayer):
         self.act = activation(c["act_layer"])
         self.pre_norm_act = c["pre_norm_act"]
         self.shortcut = None
+        self.ceil_mode = c["stride_mode"] != "pool"
         if stride == 2 or in_dim != out_dim:
             self.shortcut = Downsample2d(out_dim, c["pool_type"] if stride == 2 else None, c["output_bias"],
-                                         c["padding"], name="shortcut", dtype=dt)
+                                         c["padding"], ceil_mode=self.ceil_mode, name="shortcut", dtype=dt)
         stride_pool = stride if c["stride_mode"] == "pool" else 1
         stride_1 = stride if c["stride_mode"] == "1x1" else 1
         stride_2 = stride if c["stride_mode"] == "dw" else 1
@@ -98,8 +102,9 @@ class MBConvBlock(CompositeLayer):
         return self.drop_path(x) + shortcut
 
     def compute_output_shape(self, shape):
-        half = lambda n: None if n is None else n // self.stride
-        return (shape[0], half(shape[1]), half(shape[2]), self.out_dim)
+        if self.stride == 1:
+            return (*shape[:-1], self.out_dim)
+        return (shape[0], halved(shape[1], self.ceil_mode), halved(shape[2], self.ceil_mode), self.out_dim)
 
     def get_config(self):
         return {**super().get_config(), "in_dim": self.in_dim, "out_dim": self.out_dim, "stride": self.stride,

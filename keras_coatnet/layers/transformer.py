@@ -4,7 +4,7 @@ import keras
 from keras import layers
 
 from keras_coatnet.layers.attention import RelativeAttention2d
-from keras_coatnet.layers.common import PACKAGE, CompositeLayer, Downsample2d, DropPath, LayerScale, Pool2d, activation, norm_layer
+from keras_coatnet.layers.common import PACKAGE, CompositeLayer, Downsample2d, DropPath, LayerScale, Pool2d, activation, halved, norm_layer
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -16,9 +16,10 @@ class TransformerBlock(CompositeLayer):
     shortcut with a 1x1 conv.
 
     Args:
-        in_dim, out_dim: channels. stride: 1 or 2. size: (H, W) of the block's output map (the attention and
-        its relative bias are built for it). cfg: a resolved timm `transformer_cfg` dict. drop_path: rate.
-    Input [B, H*stride, W*stride, in_dim] -> [B, H, W, out_dim].
+        in_dim, out_dim: channels. stride: 1 or 2. size: (H, W) of the output map the relative bias table is
+        trained for (the block runs at any size). cfg: a resolved timm `transformer_cfg` dict. drop_path: rate.
+    Input [B, H, W, in_dim] -> [B, ceil(H/stride), ceil(W/stride), out_dim]: both 2x pools are in `ceil_mode`
+    (on even sides timm's pools; timm cannot run an odd map into attention, its bias is made for the ceiling).
 
     `cfg["head_first"]` is ignored, as in timm's TransformerBlock2d: its qkv layout is always heads-first.
     """
@@ -32,9 +33,9 @@ class TransformerBlock(CompositeLayer):
         self.shortcut = None
         if stride == 2 or in_dim != out_dim:
             self.shortcut = Downsample2d(out_dim, c["pool_type"] if stride == 2 else None, c["shortcut_bias"],
-                                         name="shortcut", dtype=dt)
+                                         ceil_mode=True, name="shortcut", dtype=dt)
         self.norm1 = norm("norm1__norm" if stride == 2 else "norm1")
-        self.down = Pool2d(c["pool_type"], name="norm1__down", dtype=dt) if stride == 2 else None
+        self.down = Pool2d(c["pool_type"], ceil_mode=True, name="norm1__down", dtype=dt) if stride == 2 else None
         self.attn = RelativeAttention2d(
             in_dim, out_dim, self.size, dim_head=c["dim_head"], expand_first=c["expand_first"],
             head_first=True, use_bias=c["attn_bias"], rel_pos_type=c["rel_pos_type"],
@@ -64,7 +65,9 @@ class TransformerBlock(CompositeLayer):
         return x + self.drop_path2(y)
 
     def compute_output_shape(self, shape):
-        return (shape[0], *self.size, self.out_dim)
+        if self.stride == 1:
+            return (*shape[:-1], self.out_dim)
+        return (shape[0], halved(shape[1], True), halved(shape[2], True), self.out_dim)
 
     def get_config(self):
         return {**super().get_config(), "in_dim": self.in_dim, "out_dim": self.out_dim, "stride": self.stride,
