@@ -12,22 +12,24 @@ from tests.training_utils import last_json_line
 BETA_2 = 0.999
 
 
-def _attention_model(kind="bias"):
-    """[B, 4, 4, 8] -> [B, 16]: one relative attention (each table entry used many times), then Dense."""
+def _attention_model(kind="bias", map_size=(4, 4)):
+    """[B, h, w, 8] -> [B, 16]: one relative attention with a table trained for 4x4 (each entry used many times;
+    resized in the graph at another map size), then Dense."""
     keras.utils.set_random_seed(1)
-    inp = keras.Input((4, 4, 8))
+    inp = keras.Input((*map_size, 8))
     x = RelativeAttention2d(8, 8, (4, 4), dim_head=4, rel_pos_type=kind, name="attn")(inp)
     out = keras.layers.Dense(16, name="out")(keras.layers.Flatten()(x))
     return keras.Model(inp, out)
 
 
+@pytest.mark.parametrize("map_size", [(4, 4), (6, 5)])
 @pytest.mark.parametrize("kind", ["bias", "bias_tf"])
-def test_adamw_velocity_of_a_table_is_from_the_dense_gradient(kind):
-    model = _attention_model(kind)
+def test_adamw_velocity_of_a_table_is_from_the_dense_gradient(kind, map_size):
+    model = _attention_model(kind, map_size)
     table = model.get_layer("attn").rel_pos.relative_position_bias_table
     model.compile(optimizer=keras.optimizers.AdamW(1e-2, beta_2=BETA_2, weight_decay=0.0), loss="mse")
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(2, 4, 4, 8)).astype("float32")
+    x = rng.normal(size=(2, *map_size, 8)).astype("float32")
     y = rng.normal(size=(2, 16)).astype("float32")
     expected = np.zeros(table.shape, "float32")
     for _ in range(3):
