@@ -208,8 +208,8 @@ def relative_bias(attn, size=None):
     if attn.rel_pos is None:
         return None
     with tf.init_scope():  # evaluated eagerly, even while the serving function is traced
-        x = None if size is None else np.zeros((1, *size, 1), np.float32)
-        return np.asarray(tf.convert_to_tensor(attn.rel_pos(x)), np.float32)
+        bias = attn.rel_pos() if size is None else attn.rel_pos(np.zeros((1, *size, 1), np.float32))
+        return np.asarray(tf.convert_to_tensor(bias), np.float32)
 
 
 def _qkv_linears(attn, in_scale, in_shift):

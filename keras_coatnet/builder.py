@@ -102,17 +102,17 @@ def build_model(cfg, include_top=True, input_tensor=None, input_shape=None, pool
     Input: [B, H, W, C] NHWC, any H, W >= 32 where `input_shape` has None. Raw 0-255 values when
     `include_preprocessing` (normalized inside with `mean`/`std`, C values on the 0-1 scale), else already
     normalized. Output: [B, classes] with `include_top`; else the final feature map [B, ~H/32, ~W/32, C'] or,
-    with `pooling`, [B, C']. `table_size`: the image size (H, W) the relative-position bias tables are trained
-    for (a checkpoint's size); default the input size, 224 where it is None. At other sizes they are resized
-    in the graph, as the weight loader would resize them.
+    with `pooling`, [B, C']. The relative-position tables are made for the input size; where a side is None,
+    for that side of `table_size` (a checkpoint's size; default 224). At other sizes they are resized in the
+    graph, as the weight loader resizes a checkpoint.
     """
     cfg = resolve_config(cfg)
     check_head_args(include_top, pooling, classes)
     h, w, c = _check_input_shape(input_shape, input_tensor, include_top)
     if include_preprocessing:
         mean, std = channel_mean_std(mean, std, c)
-    if table_size is None:
-        table_size = (h or DEFAULT_SIZE[0], w or DEFAULT_SIZE[1])
+    table_size = table_size or DEFAULT_SIZE
+    table_size = (h or table_size[0], w or table_size[1])
     inputs = input_tensor if input_tensor is not None else keras.Input((h, w, c), name="image")
     x = inputs
     if include_preprocessing:

@@ -384,7 +384,7 @@ def test_corrupt_cache_is_replaced(tiny, server, caplog):
 def test_include_top_false_loads_the_backbone(served):
     model = kc.create_model(NAME, weights=TAG, include_top=False, include_preprocessing=False)
     ref = np.load(os.path.join(FIXTURE, "io.npz"))
-    assert model.output_shape == (None, 2, 2, 96)
+    assert model.output_shape == (None, None, None, 96)  # keras.applications: no top, no shape -> any size
     assert not [layer.name for layer in model.layers if layer.name.startswith("head")]
     stages = _stage_outputs(model, ref["images_nhwc"])
     for i, feat in enumerate(stages):

@@ -111,11 +111,11 @@ class RelativePositionBias(layers.Layer):
         table = self.relative_position_bias_table
         grid = table if self.kind == "bias_tf" else ops.reshape(ops.transpose(table), (-1, 2 * h0 - 1, 2 * w0 - 1))
         if not trained:  # [heads, 2H0-1, 2W0-1] -> [heads, 2h-1, 2w-1]
-            rows, cols = self._resize_matrices(height, width, static)
+            rows, cols = self.resize_matrices(height, width, static)
             grid = ops.einsum("ys,hst,xt->hyx", ops.cast(rows, grid.dtype), grid, ops.cast(cols, grid.dtype))
         return ops.transpose(ops.reshape(grid, (self.num_heads, -1)))
 
-    def _resize_matrices(self, height, width, static):
+    def resize_matrices(self, height, width, static):
         """[2h-1, 2H0-1] and [2w-1, 2W0-1] resize matrices (identities at the trained size)."""
         src_h, src_w = 2 * self.size[0] - 1, 2 * self.size[1] - 1
         if static:

@@ -192,12 +192,19 @@ def freeze_sublayers_if_frozen(layer):
             sub.trainable = False
 
 
+TRACE_SIDE = 64  # the map side `CompositeLayer.build` traces at where the size is only known at run time
+
+
 class CompositeLayer(layers.Layer):
     """A layer made of sub-layers. `build` traces `call` symbolically, which builds every sub-layer with the
-    right shapes; Keras calls `build` alone when it re-creates a saved model from its config."""
+    right shapes; Keras calls `build` alone when it re-creates a saved model from its config.
+
+    A run-time (None) height or width is traced at `TRACE_SIDE`: no weight depends on it, and JAX's symbolic
+    shapes cannot tell that a strided conv's floor((n - 1) / 2) + 1 equals a ceil-mode pool's ceil(n / 2)."""
 
     def build(self, input_shape):
-        _compat.compute_output_spec(self.call, keras.KerasTensor(input_shape, dtype=self.compute_dtype))
+        shape = tuple(TRACE_SIDE if n is None and i in (1, 2) else n for i, n in enumerate(input_shape))
+        _compat.compute_output_spec(self.call, keras.KerasTensor(shape, dtype=self.compute_dtype))
         freeze_sublayers_if_frozen(self)
 
 
