@@ -40,7 +40,8 @@ def parse_args(argv=None):
     p.add_argument("--input-std", type=float, nargs=3, default=None, metavar=("R", "G", "B"),
                    help="with --input-mean: the std (timm CoAtNet 0.5 0.5 0.5; ImageNet 0.229 0.224 0.225)")
     p.add_argument("--input-size", type=int, nargs="+", default=None, metavar="N",
-                   help="H [W]: must be the model's size and a multiple of 32 (default: the model's)")
+                   help="H [W]: multiples of 32; the model's size, or any for a model built with input_shape=(None, None, 3) "
+                        "(default: the model's)")
     p.add_argument("--uint8-input", action="store_true",
                    help="models take raw RGB camera bytes (uint8); normalization is baked in")
     p.add_argument("--io-type", default="int8", choices=("int8", "uint8", "float32"),

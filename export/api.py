@@ -3,6 +3,7 @@
 import dataclasses
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from export import analyze, calibration, litert, loading, machine, metadata, validate, view
+from export.cli import SCRATCH_PREFIX
 from export.convention import describe, input_convention, to_model_input
 from keras_coatnet.atomic import (atomic_path, exit_on_sigterm, remove, replace, writable_folder, write_bytes,
                                   write_text)
@@ -64,7 +66,7 @@ def export_model(model_or_path, out_dir, formats=None, calibration_source=None, 
         formats: names from ``export.formats.FORMATS`` (default: all but qat_int8).
         calibration_source: "digits", an image folder, a TFRecord or a training config (see
             ``export.calibration``); needed for int8 / int16x8 / qat_int8; also the held-out validation set.
-        input_size: (H, W) or int; must match the model's built size and be a multiple of 32.
+        input_size: (H, W) or int, multiples of 32: the model's built size, or any for a run-time-size model.
         uint8_input: the signature takes raw RGB bytes (uint8) with normalization baked in.
         io_type: input/output type of int8 / int8_full / qat_int8 ("int8", "uint8" or "float32").
         optimize, gelu, attention, rel_bias: the export view (``export.view.Options``; "auto" picks per format);
@@ -89,10 +91,23 @@ def export_model(model_or_path, out_dir, formats=None, calibration_source=None, 
         uint8_input=uint8_input, io_type=io_type, num_calib=num_calib, num_heldout=num_heldout, optimize=optimize,
         gelu=gelu, attention=attention, rel_bias=rel_bias, labels=labels, strict=strict, thresholds=thresholds,
         name=name, qat_epochs=qat_epochs, progress=progress, input_mean=input_mean, input_std=input_std, seed=seed)
+    created = not os.path.exists(out_dir)
     try:
         out_dir = writable_folder(out_dir)
     except OSError as e:
         raise ExportError(str(e)) from None
+    try:
+        return _export_into(model_or_path, out_dir, request, input_size, name, input_mean, input_std,
+                            calibration_source, num_calib, num_heldout, labels, strict)
+    except BaseException:
+        if created and os.path.isdir(out_dir) and not os.listdir(out_dir):
+            os.rmdir(out_dir)  # a failed export leaves no new, empty output folder behind
+        raise
+
+
+def _export_into(model_or_path, out_dir, request, input_size, name, input_mean, input_std, calibration_source,
+                 num_calib, num_heldout, labels, strict):
+    """The body of ``export_model`` once ``out_dir`` is a writable folder."""
     model = loading.load_model(model_or_path)
     loading.check_coatnet(model)
     request = dataclasses.replace(request, input_size=loading.input_size(model, input_size),
@@ -104,7 +119,7 @@ def export_model(model_or_path, out_dir, formats=None, calibration_source=None, 
                           "(digits, an image folder, a TFRecord or a training config)")
     calibration.check_counts(num_calib, num_heldout, calibrated=needs_calib)
     names = class_labels(_num_outputs(model), labels, calibration_source)
-    with exit_on_sigterm(), tempfile.TemporaryDirectory(prefix="coatnet_export_") as tmp, \
+    with exit_on_sigterm(), tempfile.TemporaryDirectory(prefix=SCRATCH_PREFIX) as tmp, \
             tempfile.TemporaryDirectory(prefix=".coatnet_export_", dir=out_dir) as staging:
         report, failures = _export(model, request, convention, names, Path(tmp), Path(staging), out_dir)
         _publish(Path(staging), out_dir, report, names, request.name)

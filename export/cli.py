@@ -6,7 +6,11 @@ Exit codes: 0 ok, 1 a validation or accuracy target missed, 2 bad input or envir
 ValidationError 1, training's TrainingDiverged 3); anything else is 2.
 """
 
+import errno
+import os
+import re
 import sys
+import tempfile
 
 BAD_INPUT = 2
 INTERRUPTED = 130
@@ -22,9 +26,35 @@ def _is_user_error(exc):
     return isinstance(exc, (ValueError, OSError)) or hasattr(exc, "exit_code")
 
 
+SCRATCH_PREFIX = "coatnet_export_"  # the export's scratch folder in the system's temporary directory
+DISK_FULL = ("No space left on device", "File too large", "Disk quota exceeded")
+_PATH = re.compile(r"(/[^\s;,'\"]+)")
+
+
+def disk_full(exc):
+    """'cannot write PATH: CAUSE' for a write that failed for want of space (an OSError's errno, or the text
+    of another library's error, e.g. TensorFlow's SaveV2), else None."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        where, cause = exc.filename or "a file", os.strerror(exc.errno)
+    else:
+        text = str(exc)
+        cause = next((c for c in DISK_FULL if c in text), None)
+        if cause is None:
+            return None
+        paths = _PATH.findall(text[:text.index(cause)])
+        where = paths[-1] if paths else "a file"
+    hint = ""
+    if f"{os.sep}{SCRATCH_PREFIX}" in str(where):
+        hint = f" (a temporary file: free space in {tempfile.gettempdir()} or point TMPDIR at a larger disk)"
+    return f"cannot write {where}: {cause}{hint}"
+
+
 def message(exc):
-    """One line for ``exc``: a user error's whole message on one line; another error's first line, its type
-    and the --debug hint."""
+    """One line for ``exc``: a full disk's file and cause (``disk_full``); a user error's whole message on one
+    line; another error's first line, its type and the --debug hint."""
+    full = disk_full(exc)
+    if full is not None:
+        return full
     if _is_user_error(exc):
         return " ".join(str(exc).split()) or type(exc).__name__
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]

@@ -15,6 +15,11 @@ from keras_coatnet.layers.transformer import TransformerBlock
 COATNET_LAYERS = ({Stem, TransformerBlock}, {Stem, MBConvBlock})
 
 
+def _starts_as_zip(path):
+    with open(path, "rb") as f:
+        return f.read(4) == b"PK\x03\x04"
+
+
 def load_model(model_or_path):
     """A keras.Model from a model or a ``.keras`` path; ExportError / FileNotFoundError with the reason."""
     if isinstance(model_or_path, keras.Model):
@@ -22,6 +27,9 @@ def load_model(model_or_path):
     path = Path(model_or_path)
     if not path.exists():
         raise FileNotFoundError(f"model file {path} not found (expected a .keras file saved with model.save)")
+    if path.suffix == ".keras" and not zipfile.is_zipfile(path) and _starts_as_zip(path):
+        raise ExportError(f"{path} is a truncated or damaged .keras archive ({path.stat().st_size} bytes, the zip's "
+                          "end is missing: an interrupted save, copy or download?); save or copy it again")
     if path.suffix != ".keras" or not zipfile.is_zipfile(path):
         raise ExportError(f"{path} is not a Keras v3 .keras archive (save the model with model.save('m.keras'))")
     import keras_coatnet  # noqa: F401 - registers the CoAtNet layers for deserialization
@@ -42,7 +50,8 @@ def check_coatnet(model):
 
 
 def input_size(model, requested=None):
-    """The fixed (H, W) to export at: the model's own size; ``requested`` must match it and be a multiple of 32."""
+    """The fixed (H, W) to export at: the model's own size, or ``requested`` (multiples of 32; for a model built
+    with None sides, any such size: its tables are resized for it)."""
     shape = model.inputs[0].shape
     if len(shape) != 4 or shape[-1] != 3:
         raise ExportError(f"model input must be NHWC RGB [batch, H, W, 3]; got {tuple(shape)}")

@@ -1,6 +1,7 @@
 """Atomic writes: a file or folder appears whole under its final name, or not at all (temp name + rename)."""
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -15,12 +16,30 @@ def atomic_path(final):
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
     tmp = tmp_dir / final.name
     try:
-        yield tmp
+        try:
+            yield tmp
+        except Exception as e:
+            code = disk_full_errno(e)
+            if code is None:
+                raise
+            raise OSError(code, os.strerror(code), str(final)) from e
         if not tmp.exists():
             raise FileNotFoundError(f"nothing was written for {final}")
         replace(tmp, final)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+DISK_FULL = {errno.ENOSPC: "No space left on device", errno.EFBIG: "File too large",
+             errno.EDQUOT: "Disk quota exceeded"}
+
+
+def disk_full_errno(exc):
+    """The errno (ENOSPC, EFBIG, EDQUOT) of a write that failed for want of space, from an OSError or from the
+    text of another library's error (TensorFlow's SaveV2 says "...; File too large"); else None."""
+    if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+        return exc.errno
+    return next((code for code, text in DISK_FULL.items() if text in str(exc)), None)
 
 
 def replace(src, final):

@@ -34,3 +34,21 @@ def test_full_disk_keeps_the_earlier_file_and_leaves_no_partial_one(tmp_path, na
     assert full.stderr.strip().splitlines()[-1].startswith("convert: error: ") and "Traceback" not in full.stderr
     assert out.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+
+
+def test_a_full_disk_inside_an_atomic_write_names_the_final_file(tmp_path):
+    """A write that fails for want of space (here TensorFlow-style text, no errno) becomes an OSError naming the
+    file the user asked for, which the CLI prints as one line; nothing appears under the final name."""
+    import errno
+
+    from export.cli import message
+    from keras_coatnet.atomic import atomic_path
+
+    final = tmp_path / "best.keras"
+    with pytest.raises(OSError) as e:
+        with atomic_path(final) as tmp:
+            tmp.write_bytes(b"partial")
+            raise RuntimeError("{{function_node __wrapped__SaveV2}} /x/variables_temp/part-0; File too large [Op:SaveV2]")
+    assert e.value.errno == errno.EFBIG and e.value.filename == str(final)
+    assert message(e.value) == f"cannot write {final}: File too large"
+    assert not final.exists() and list(tmp_path.iterdir()) == []

@@ -318,3 +318,46 @@ def test_export_request_holds_every_option_of_export_model():
 
     options = list(inspect.signature(export_model).parameters)[2:]  # after model_or_path, out_dir
     assert [f.name for f in dataclasses.fields(ExportRequest)] == options
+
+
+# --- a full disk and a damaged model file read as one human line (issue 23, export part) -------------------------
+
+def _limited_export(args, limit_bytes, env=None):
+    """`python -m export ARGS` with a file-size limit (RLIMIT_FSIZE; Python ignores SIGXFSZ, so a write past the
+    limit fails with EFBIG, as on a full disk)."""
+    import resource
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
+
+    return subprocess.run([sys.executable, "-m", "export", *args], preexec_fn=limit, capture_output=True,
+                          text=True, timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})})
+
+
+def test_a_full_disk_names_the_file_and_the_cause_and_keeps_the_earlier_export(normalized_model, tmp_path):
+    """The fp32 file is ~1 MB: under a 300 KB limit the export fails with exit 2 and one line naming the file
+    and 'File too large'; the earlier export in OUT_DIR stays whole, and no partial file appears."""
+    model_path = _saved(normalized_model, tmp_path)
+    out = tmp_path / "out"
+    assert export_cli([model_path, str(out), "--formats", "fp16", "--quiet"]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    r = _limited_export([model_path, str(out), "--formats", "fp32", "--quiet"], 300_000, {"TMPDIR": str(tmp)})
+    err = [line for line in r.stderr.splitlines() if line.startswith("export:")]  # TF's C++ log lines aside
+    assert r.returncode == 2 and len(err) == 1, r.stderr[-2000:]
+    assert "File too large" in err[0] and f"cannot write {tmp}" in err[0] and "TMPDIR" in err[0], err[0]
+    assert "function_node" not in err[0]
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no partial file, nothing lost
+    assert not list(tmp.glob("coatnet_export_*"))
+
+
+def test_a_truncated_keras_file_says_so_and_leaves_no_new_folder(normalized_model, tmp_path, capsys):
+    data = Path(_saved(normalized_model, tmp_path)).read_bytes()
+    cut = tmp_path / "cut.keras"
+    cut.write_bytes(data[:len(data) // 2])
+    out = tmp_path / "new_out"
+    assert export_cli([str(cut), str(out), "--formats", "fp32", "--quiet"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "truncated or damaged .keras archive" in line and str(cut) in line
+    assert not out.exists()

@@ -261,3 +261,19 @@ def test_preprocessing_with_other_channels_needs_a_mean_per_channel():
     assert "\n" not in str(e.value)
     two = tiny(input_shape=(64, 64, 2), include_preprocessing=True, mean=(0.1, 0.2), std=(0.3, 0.4))
     assert two.get_layer("preprocessing").std == (0.3, 0.4)
+
+
+@only_tf
+def test_a_run_time_size_model_exports_at_a_chosen_size(tmp_path):
+    """A (None, None, 3) model (tables for 224) exported at 64x96: the export view resizes the tables for
+    that map, and the fp32 file equals Keras at 64x96 (<= 1e-5 relative, the fp32 threshold is 1e-4)."""
+    from export.api import export_model
+
+    model = kc.create_model("coatnet_micro", input_shape=(None, None, 3), classes=10)
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    report = export_model(path, str(tmp_path / "out"), formats=["fp32"], calibration_source="digits",
+                          input_size=(64, 96), progress=lambda *a: None)
+    fp32 = report["formats"]["fp32"]
+    assert report["input_size"] == [64, 96] and fp32["passed"]
+    assert fp32["max_rel_error"] <= 1e-5 and fp32["top1_agreement"] == 1.0
