@@ -58,9 +58,10 @@ def _check_input_shape(input_shape, input_tensor, include_top=True):
 def feature_sizes(cfg, image_size):
     """(h, w) of the output map of the stem and of each block of `block_plan(cfg)`, for an H x W input (None
     stays None): the stem and the strided-conv MBConvs halve a side to its ceiling, pooling MBConvs
-    (`stride_mode='pool'`) to its floor, as timm; Transformer blocks to its ceiling (see `TransformerBlock`)."""
+    (`stride_mode='pool'`) to its floor (ceiling with `padding='same'`), as timm; Transformer blocks to its
+    ceiling (see `TransformerBlock`)."""
     cfg = resolve_config(cfg)
-    conv_ceil = cfg["conv_cfg"]["stride_mode"] != "pool"
+    conv_ceil = cfg["conv_cfg"]["stride_mode"] != "pool" or cfg["conv_cfg"]["padding"] == "same"
     size = tuple(halved(n, True) for n in image_size)
     sizes = [size]
     for b in block_plan(cfg):

@@ -251,6 +251,36 @@ def _save_state_dict(model, path):
     save_file(tensors, path)
 
 
+CHANS = os.path.join(HERE, "fixtures", "timm_chans", "tiny_coatnet_0_rw_chans")
+
+
+@pytest.mark.parametrize("channels", [1, 2, 4, 5])
+def test_adapted_stem_matches_timm_in_chans(channels):
+    """A 3-channel checkpoint loaded into a C-channel model equals timm's in_chans=C model loaded from it."""
+    with open(os.path.join(CHANS, "config.json")) as f:
+        meta = json.load(f)
+    ref = np.load(os.path.join(CHANS, f"io_c{channels}.npz"))
+    model = kc.from_timm_config(meta["timm_cfg"], input_shape=(None, None, channels), classes=meta["num_classes"],
+                                weights=os.path.join(CHANS, "model.safetensors"), table_size=tuple(meta["img_size"]))
+    x = ref["images_nhwc"]
+    assert rel_error(model.predict(x, verbose=0), ref["logits"]) < TOLERANCE
+    for i, feat in enumerate(kc.feature_model(model).predict(x, verbose=0)):
+        assert rel_error(feat, ref[f"stage{i}_nhwc"]) < TOLERANCE, i
+
+
+def test_same_padding_pools_count_the_padded_zero():
+    """padding='same' 2x2 pools are timm's AvgPool2dSame: an odd side padded at its end with a zero that the
+    average counts; shortcut and strided main path then agree at odd sizes."""
+    from keras_coatnet.layers.common import Pool2d
+
+    x = np.arange(9, dtype="float32").reshape(1, 3, 3, 1)
+    out = keras.ops.convert_to_numpy(Pool2d("avg2", padding="same")(x))[0, :, :, 0]
+    np.testing.assert_allclose(out, [[(0 + 1 + 3 + 4) / 4, (2 + 5) / 4], [(6 + 7) / 4, 8 / 4]])
+    cfg = {**PAPER_CONFIGS["coatnet_0"], **TINY, "conv_cfg": {"padding": "same", "stride_mode": "pool"}}
+    model = kc.from_timm_config(cfg, input_shape=(None, None, 3), include_top=False)
+    assert model.predict(np.zeros((1, 97, 65, 3), "float32"), verbose=0).shape == (1, 4, 3, 64)
+
+
 def test_preprocessing_with_other_channels_needs_a_mean_per_channel():
     """timm's uniform 0.5 mean/std applies to any channel count; ImageNet's RGB mean/std raises one line."""
     gray = tiny(input_shape=(None, None, 1), include_preprocessing=True)

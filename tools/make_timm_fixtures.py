@@ -11,7 +11,11 @@ checkpoint made at `img_size` and timm's outputs after loading it at `load_size`
 `--sizes DIR` writes size fixtures (SIZES) instead: one checkpoint made at `img_size` and, for each run-time
 size, timm's outputs from a model built at that size and loaded from it with `checkpoint_filter_fn`:
     /tmp/timmenv/bin/python tools/make_timm_fixtures.py --sizes tests/fixtures/timm_sizes
-Their weights are seeded, so they are reproducible (the other fixtures take timm's unseeded init).
+`--chans DIR` writes input-channel fixtures (CHANS) instead: one 3-channel checkpoint and, for each in_chans,
+timm's outputs from a model built with that in_chans and loaded from it as timm's pretrained loading does
+(checkpoint_filter_fn, then adapt_input_conv on the stem's first conv):
+    /tmp/timmenv/bin/python tools/make_timm_fixtures.py --chans tests/fixtures/timm_chans
+Size and channel fixtures are seeded, so they are reproducible (the other fixtures take timm's unseeded init).
 
 `--full` writes full-size (unshrunk) fixtures instead, large files not meant for the repository; point the
 parity test at them with `KERAS_COATNET_EXTRA_FIXTURES=DIR pytest tests/test_parity.py`.
@@ -26,6 +30,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 from timm.models import maxxvit
+from timm.models._manipulate import adapt_input_conv
 
 SHRINK = {"embed_dim": (16, 32, 64, 96), "depths": (1, 2, 2, 1)}
 
@@ -67,6 +72,11 @@ SIZES = {
     "tiny_coatnet_rmlp_nano_rw_sizes": ("coatnet_rmlp_nano_rw", (64, 64), {}, [(64, 64), (96, 96), (64, 96)]),
     "tiny_coatnet_tf_style_sizes": ("coatnet_0", (64, 64), TF_STYLE, [(64, 64), (96, 96), (64, 96)]),
     "tiny_coatnet_0_rw_odd": ("coatnet_0_rw", (64, 64), {}, [(97, 95), (65, 63)]),
+}
+
+# name: (timm config, (H, W), overrides, in_chans values); the checkpoint is 3-channel
+CHANS = {
+    "tiny_coatnet_0_rw_chans": ("coatnet_0_rw", (64, 64), {}, [1, 2, 4, 5]),
 }
 
 
@@ -115,7 +125,7 @@ def forward_nhwc(model, x):
 
 
 def write_io(path, file_name, model, x):
-    """Writes timm's eval outputs for x [B, 3, H, W] to path/file_name (NHWC arrays); returns (logits, stages)."""
+    """Writes timm's eval outputs for x [B, C, H, W] to path/file_name (NHWC arrays); returns (logits, stages)."""
     logits, feats = forward_nhwc(model, x)
     arrays = {"images_nhwc": x.permute(0, 2, 3, 1).numpy(), "logits": logits}
     arrays.update({f"stage{i}_nhwc": f for i, f in enumerate(feats)})
@@ -149,7 +159,10 @@ def write_fixture(out_dir, name, like, size, overrides, load_size, seed=0, shrin
     print(f"{name}: logits {logits.shape}, stages {[f.shape for f in feats]}")
 
 
-def write_sizes_fixture(out_dir, name, like, size, overrides, run_sizes, seed=0):
+def write_seeded_checkpoint(out_dir, name, like, size, overrides, seed):
+    """Writes a seeded random 3-channel timm checkpoint to out_dir/name/model.safetensors.
+
+    Returns (cfg, state dict, fixture folder, generator to draw the inputs from)."""
     torch.manual_seed(seed)  # timm's own init of the conv / linear weights
     gen = torch.Generator().manual_seed(seed)
     cfg = make_cfg(like, overrides)
@@ -159,20 +172,45 @@ def write_sizes_fixture(out_dir, name, like, size, overrides, run_sizes, seed=0)
     path = os.path.join(out_dir, name)
     os.makedirs(path, exist_ok=True)
     save_file(state, os.path.join(path, "model.safetensors"))
+    return cfg, state, path, gen
+
+
+def write_config(path, name, like, size, cfg, **extra):
+    meta = {"name": name, "like": like, "img_size": list(size), "num_classes": 10,
+            "timm_cfg": json.loads(json.dumps(dataclasses.asdict(cfg))), **extra}
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump(meta, f, indent=1)
+
+
+def write_sizes_fixture(out_dir, name, like, size, overrides, run_sizes, seed=0):
+    cfg, state, path, gen = write_seeded_checkpoint(out_dir, name, like, size, overrides, seed)
     for h, w in run_sizes:
         model = maxxvit.MaxxVit(cfg, img_size=(h, w), num_classes=10).eval()
         model.load_state_dict(maxxvit.checkpoint_filter_fn(dict(state), model))
         x = torch.randn(2, 3, h, w, generator=gen)
         logits, feats = write_io(path, f"io_{h}x{w}.npz", model, x)
         print(f"{name} at {h}x{w}: logits {logits.shape}, stages {[f.shape[1:3] for f in feats]}")
-    meta = {"name": name, "like": like, "img_size": list(size), "num_classes": 10,
-            "timm_cfg": json.loads(json.dumps(dataclasses.asdict(cfg))),
-            "sizes": [list(s) for s in run_sizes],
-            "input_note": "images_nhwc are already normalized; feed them with preprocessing off; the checkpoint "
-                          "was made at img_size, io_{H}x{W}.npz are timm's outputs from a model built at HxW and "
-                          "loaded from it with checkpoint_filter_fn"}
-    with open(os.path.join(path, "config.json"), "w") as f:
-        json.dump(meta, f, indent=1)
+    write_config(path, name, like, size, cfg, sizes=[list(s) for s in run_sizes],
+                 input_note="images_nhwc are already normalized; feed them with preprocessing off; the checkpoint "
+                            "was made at img_size, io_{H}x{W}.npz are timm's outputs from a model built at HxW and "
+                            "loaded from it with checkpoint_filter_fn")
+
+
+def write_chans_fixture(out_dir, name, like, size, overrides, in_chans, seed=0):
+    cfg, state, path, gen = write_seeded_checkpoint(out_dir, name, like, size, overrides, seed)
+    for c in in_chans:
+        model = maxxvit.MaxxVit(cfg, img_size=size, in_chans=c, num_classes=10).eval()
+        adapted = maxxvit.checkpoint_filter_fn(dict(state), model)
+        adapted["stem.conv1.weight"] = adapt_input_conv(c, adapted["stem.conv1.weight"])
+        model.load_state_dict(adapted)
+        x = torch.randn(2, c, *size, generator=gen)
+        logits, feats = write_io(path, f"io_c{c}.npz", model, x)
+        print(f"{name} with in_chans={c}: logits {logits.shape}, stages {[f.shape[1:3] for f in feats]}")
+    write_config(path, name, like, size, cfg, in_chans=list(in_chans),
+                 input_note="images_nhwc are already normalized; feed them with preprocessing off; the checkpoint "
+                            "is 3-channel, io_c{C}.npz are timm's outputs from a model built with in_chans=C and "
+                            "loaded from it with checkpoint_filter_fn, then timm's adapt_input_conv(C, w) on "
+                            "stem.conv1.weight, as timm's pretrained loading does")
 
 
 def main():
@@ -180,7 +218,12 @@ def main():
     p.add_argument("out_dir", nargs="?", default="tests/fixtures/timm_extra")
     p.add_argument("--full", action="store_true", help="write full-size fixtures (large) instead")
     p.add_argument("--sizes", metavar="DIR", help="write the run-time size fixtures (SIZES) to DIR instead")
+    p.add_argument("--chans", metavar="DIR", help="write the input-channel fixtures (CHANS) to DIR instead")
     args = p.parse_args()
+    if args.chans:
+        for name, (like, size, overrides, in_chans) in CHANS.items():
+            write_chans_fixture(args.chans, name, like, size, overrides, in_chans)
+        return
     if args.sizes:
         for name, (like, size, overrides, run_sizes) in SIZES.items():
             write_sizes_fixture(args.sizes, name, like, size, overrides, run_sizes)

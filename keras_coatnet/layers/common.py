@@ -227,7 +227,9 @@ class Pool2d(layers.Layer):
 
     [B, H, W, C] -> [B, H', W', C]. 'avg'/'max' give H' = ceil(H/2). 'avg2'/'max2' give floor(H/2), as timm's
     `nn.AvgPool2d(2)` (the last row of an odd map is dropped), or with `ceil_mode` ceil(H/2): an odd map's last
-    row is pooled alone (padding not counted, as PyTorch's `ceil_mode=True`). Even sizes: the same either way."""
+    row is pooled alone (padding not counted, as PyTorch's `ceil_mode=True`). Even sizes: the same either way.
+    With `padding='same'` (timm's `AvgPool2dSame` / `MaxPool2dSame`) they give ceil(H/2), an odd side padded at
+    its end with a zero that the average counts (-inf for the max)."""
 
     def __init__(self, pool_type="avg2", padding="", ceil_mode=False, **kwargs):
         super().__init__(**kwargs)
@@ -236,6 +238,11 @@ class Pool2d(layers.Layer):
     def call(self, x):
         if self.pool_type in ("avg2", "max2"):
             fn = ops.average_pool if self.pool_type == "avg2" else ops.max_pool
+            if self.padding == "same" and self.pool_type == "avg2":  # timm's AvgPool2dSame: the zero counts
+                h, w = ops.shape(x)[1:3]
+                return fn(ops.pad(x, [[0, 0], [0, h % 2], [0, w % 2], [0, 0]]), 2, 2, padding="valid")
+            if self.padding == "same":  # timm's MaxPool2dSame pads with -inf: TF's 'same'
+                return fn(x, 2, 2, padding="same")
             h, w = x.shape[1:3]
             # 'same' pads an odd side at its end and leaves the padding out of the average; on even sizes
             # 'valid' is the same pool (and today's graph).
@@ -258,7 +265,7 @@ class Pool2d(layers.Layer):
         return summed * ops.cast(scale, summed.dtype)
 
     def compute_output_shape(self, shape):
-        ceil = self.ceil_mode or self.pool_type in ("avg", "max")
+        ceil = self.ceil_mode or self.padding == "same" or self.pool_type in ("avg", "max")
         return (shape[0], halved(shape[1], ceil), halved(shape[2], ceil), shape[3])
 
     def get_config(self):

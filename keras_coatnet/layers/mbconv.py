@@ -60,7 +60,7 @@ class MBConvBlock(CompositeLayer):
         self.act = activation(c["act_layer"])
         self.pre_norm_act = c["pre_norm_act"]
         self.shortcut = None
-        self.ceil_mode = c["stride_mode"] != "pool"
+        self.ceil_mode = c["stride_mode"] != "pool" or c["padding"] == "same"  # 'same' pools halve to the ceiling
         if stride == 2 or in_dim != out_dim:
             self.shortcut = Downsample2d(out_dim, c["pool_type"] if stride == 2 else None, c["output_bias"],
                                          c["padding"], ceil_mode=self.ceil_mode, name="shortcut", dtype=dt)
