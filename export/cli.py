@@ -35,14 +35,22 @@ def disk_full(exc):
     """'cannot write PATH: CAUSE' for a write that failed for want of space (an OSError's errno, or the text
     of another library's error, e.g. TensorFlow's SaveV2), else None."""
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
-        where, cause = exc.filename or "a file", os.strerror(exc.errno)
+        where, cause = exc.filename, os.strerror(exc.errno)
     else:
-        text = str(exc)
-        cause = next((c for c in DISK_FULL if c in text), None)
+        where, cause = None, next((c for c in DISK_FULL if c in str(exc)), None)
         if cause is None:
             return None
-        paths = _PATH.findall(text[:text.index(cause)])
-        where = paths[-1] if paths else "a file"
+    chain, e = [], exc  # the file is named by the error or by the one it was raised from (h5py's, TF's)
+    while e is not None and len(chain) < 8:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    for e in chain:
+        if where:
+            break
+        text = str(e)
+        paths = _PATH.findall(text[:text.index(cause)] if cause in text else text)
+        where = paths[-1] if paths else None
+    where = where or "a file"
     hint = ""
     if f"{os.sep}{SCRATCH_PREFIX}" in str(where):
         hint = f" (a temporary file: free space in {tempfile.gettempdir()} or point TMPDIR at a larger disk)"

@@ -31,6 +31,20 @@ def _paths(out):
     }
 
 
+BACKUP_WEIGHTS, BACKUP_METADATA = "latest.weights.h5", "training_metadata.json"  # keras.callbacks.BackupAndRestore's
+
+
+def _drop_unfinished_first_backup(backup_dir):
+    """Removes a backup's weights file whose writing never finished and that has nothing to fall back on (the run's
+    first backup, cut short by a full disk or a kill: its metadata, written after it, and a previous copy are
+    missing). BackupAndRestore would fail to open it at every restart."""
+    weights = os.path.join(backup_dir, BACKUP_WEIGHTS)
+    if (os.path.exists(weights) and not os.path.exists(os.path.join(backup_dir, BACKUP_METADATA))
+            and not os.path.exists(weights + ".bkp")):
+        log.warning("removing %s: an unfinished first backup (its metadata was never written)", weights)
+        os.remove(weights)
+
+
 def _precision_policy(setting, kind):
     """Keras dtype policy name: mixed_float16 on GPU, mixed_bfloat16 on TPU/CPU, or float32."""
     setting = str(setting).lower()
@@ -100,7 +114,7 @@ def _check_output_dir(cfg, paths):
             status = json.load(f).get("status")
         raise ValueError(f"--output-dir {out} holds a finished run (metrics.json status {status}); pass --overwrite "
                          "to replace it, or choose another --output-dir")
-    backup_meta = os.path.join(paths["backup_dir"], "training_metadata.json")
+    backup_meta = os.path.join(paths["backup_dir"], BACKUP_METADATA)
     if not (cfg["backup"] and os.path.exists(backup_meta) and os.path.exists(paths["config_json"])):
         return
     if cfg["overwrite"]:
@@ -223,7 +237,7 @@ def run(config=None, callbacks=()):
         train_ds = pipeline(data.train, cfg, global_batch, data.num_classes, True, cfg["debug_nan_at_step"])
         val_ds = pipeline(data.val, cfg, global_batch, data.num_classes, False) if data.val else None
 
-        backup_meta = os.path.join(paths["backup_dir"], "training_metadata.json")
+        backup_meta = os.path.join(paths["backup_dir"], BACKUP_METADATA)
         resumed_epoch = 0
         if cfg["backup"] and os.path.exists(backup_meta):
             with open(backup_meta) as f:
@@ -243,7 +257,11 @@ def run(config=None, callbacks=()):
         checkpoints = Checkpoints(out, "val_loss" if val_ds is not None else "loss", "min", enabled=chief)
         cbs = [StopOnNonFinite(f"Last good checkpoint: {paths['last_model']}")]
         if cfg["backup"]:
-            cbs.append(keras.callbacks.BackupAndRestore(paths["backup_dir"], delete_checkpoint=True))
+            _drop_unfinished_first_backup(paths["backup_dir"])
+            # double_checkpoint: the previous backup is kept until the new one is written, and restored when
+            # the new one is unreadable (a full disk or a kill while writing it).
+            cbs.append(keras.callbacks.BackupAndRestore(paths["backup_dir"], double_checkpoint=True,
+                                                        delete_checkpoint=True))
         if cfg["use_ema"]:
             cbs.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
         cbs += [checkpoints, keras.callbacks.CSVLogger(paths["history_csv"], append=True)]
