@@ -10,6 +10,8 @@ Three ways to make the bias [heads, N, N] (N = H*W tokens, row-major) for an H x
 Tables are trained for one map size (the layer's `size`) and run at any: see `RelativePositionBias`.
 """
 
+import functools
+
 import keras
 import numpy as np
 from keras import layers, ops
@@ -18,14 +20,18 @@ from keras_coatnet.layers import table_resize
 from keras_coatnet.layers.common import PACKAGE, freeze_sublayers_if_frozen
 
 
+@functools.lru_cache(maxsize=32)
 def relative_index(height, width, key_minus_query=False):
-    """[N, N] int32 index into a flattened (2H-1) x (2W-1) offset grid for each (query, key) token pair."""
+    """[N, N] int32 index into a flattened (2H-1) x (2W-1) offset grid for each (query, key) token pair.
+    Cached (eager backends ask for it at every call at a run-time size); read-only."""
     rows, cols = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
     coords = np.stack([rows.ravel(), cols.ravel()])  # [2, N]
     rel = coords[:, :, None] - coords[:, None, :]  # query - key, [2, N, N]
     if key_minus_query:
         rel = -rel
-    return ((rel[0] + height - 1) * (2 * width - 1) + rel[1] + width - 1).astype("int32")
+    index = ((rel[0] + height - 1) * (2 * width - 1) + rel[1] + width - 1).astype("int32")
+    index.flags.writeable = False
+    return index
 
 
 def log_offsets(height, width):
