@@ -12,6 +12,7 @@ from keras import layers
 from keras_coatnet.config import block_plan, resolve_config
 from keras_coatnet.layers import MBConvBlock, Stem, TransformerBlock
 from keras_coatnet.layers.common import halved, norm_layer
+from keras_coatnet.layers.mbconv import halves_to_ceiling
 from keras_coatnet.naming import block_index, keras_name
 from keras_coatnet.preprocessing import Normalize
 
@@ -41,7 +42,7 @@ def _check_input_shape(input_shape, input_tensor, include_top=True):
             raise ValueError(f"input_shape {tuple(input_shape)} does not match input_tensor's {tensor_shape}.")
         input_shape = tensor_shape
     if input_shape is None:
-        input_shape = (224, 224, 3) if include_top else (None, None, 3)
+        input_shape = (*DEFAULT_SIZE, 3) if include_top else (None, None, 3)
     if len(input_shape) != 3:
         raise ValueError(f"input_shape must be (height, width, channels) (NHWC); got {tuple(input_shape)}.")
     h, w, c = input_shape
@@ -61,7 +62,7 @@ def feature_sizes(cfg, image_size):
     (`stride_mode='pool'`) to its floor (ceiling with `padding='same'`), as timm; Transformer blocks to its
     ceiling (see `TransformerBlock`)."""
     cfg = resolve_config(cfg)
-    conv_ceil = cfg["conv_cfg"]["stride_mode"] != "pool" or cfg["conv_cfg"]["padding"] == "same"
+    conv_ceil = halves_to_ceiling(cfg["conv_cfg"])
     size = tuple(halved(n, True) for n in image_size)
     sizes = [size]
     for b in block_plan(cfg):

@@ -13,6 +13,12 @@ def make_divisible(v, divisor=8, round_limit=0.9):
     return new_v + divisor if new_v < round_limit * v else new_v
 
 
+def halves_to_ceiling(conv_cfg):
+    """Whether a stride-2 MBConv of this timm `conv_cfg` halves an odd side to its ceiling: a strided conv does
+    ('dw', '1x1'), and so does a 'same'-padded pool; timm's plain 2x2 pool ('pool') floors it."""
+    return conv_cfg["stride_mode"] != "pool" or conv_cfg["padding"] == "same"
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class SqueezeExcite(layers.Layer):
     """x * sigmoid(fc2(act(fc1(mean_hw(x))))). [B, H, W, C] -> [B, H, W, C]; fc1/fc2 are 1x1 convs with bias."""
@@ -60,7 +66,7 @@ class MBConvBlock(CompositeLayer):
         self.act = activation(c["act_layer"])
         self.pre_norm_act = c["pre_norm_act"]
         self.shortcut = None
-        self.ceil_mode = c["stride_mode"] != "pool" or c["padding"] == "same"  # 'same' pools halve to the ceiling
+        self.ceil_mode = halves_to_ceiling(c)
         if stride == 2 or in_dim != out_dim:
             self.shortcut = Downsample2d(out_dim, c["pool_type"] if stride == 2 else None, c["output_bias"],
                                          c["padding"], ceil_mode=self.ceil_mode, name="shortcut", dtype=dt)
