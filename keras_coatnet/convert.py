@@ -2,6 +2,10 @@
 
     python -m keras_coatnet.convert coatnet_0_rw_224 model.safetensors coatnet_0_rw_224.weights.h5
     python -m keras_coatnet.convert config.json model.safetensors out.keras --input-size 288 --classes 10
+    python -m keras_coatnet.convert hf://timm/coatnet_rmlp_1_rw_224.sw_in1k coatnet_rmlp_1.keras
+
+SOURCE (hf://owner/repo[@revision], or a folder with timm's config.json and model.safetensors) stands for MODEL
+and CHECKPOINT: the architecture and head come from its config.json, the files through the Hugging Face cache.
 
 MODEL is a registered name (`keras_coatnet.list_models()`) or a JSON file holding a timm `MaxxVitCfg` dict
 (or a dict with `timm_cfg`, `img_size` and `num_classes`, like the test fixtures). Every tensor mapped is
@@ -36,8 +40,9 @@ def _size(text):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="keras-coatnet-convert", description=__doc__.split("\n\n")[0])
-    p.add_argument("model", help="registered model name, or a JSON file with a timm MaxxVitCfg")
-    p.add_argument("checkpoint", help="timm state_dict as .safetensors")
+    p.add_argument("inputs", nargs="+", metavar="MODEL CHECKPOINT | SOURCE",
+                   help="a registered model name (or a JSON file with a timm MaxxVitCfg) and a timm .safetensors "
+                        "state_dict; or one SOURCE: hf://owner/repo[@revision] or a timm checkpoint folder")
     p.add_argument("output", help="output path ending in .weights.h5 (weights) or .keras (whole model)")
     p.add_argument("--input-size", type=_size, help="H or HxW (default: the model's native size); "
                    "relative position tables are resized for another size")
@@ -46,7 +51,17 @@ def parse_args(argv=None):
     p.add_argument("--no-top", action="store_true", help="leave out the classifier")
     p.add_argument("--quiet", action="store_true", help="do not list every tensor")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    from keras_coatnet import hub
+
+    if len(args.inputs) == 1 and hub.is_source(args.inputs[0]):
+        args.model, args.checkpoint = None, args.inputs[0]
+    elif len(args.inputs) == 2:
+        args.model, args.checkpoint = args.inputs
+    else:
+        p.error("expected MODEL CHECKPOINT OUTPUT, or SOURCE OUTPUT with SOURCE hf://owner/repo or a timm folder "
+                f"(config.json inside); got {len(args.inputs) + 1} arguments")
+    return args
 
 
 def _model_spec(model):
@@ -67,12 +82,22 @@ def _model_spec(model):
 def build(args):
     """The Keras model that `args` describe, with the checkpoint loaded. Returns (model, loaded timm keys)."""
     import keras_coatnet as kc
-    from keras_coatnet.timm_weights import read_safetensors
+    from keras_coatnet import hub
+    from keras_coatnet.timm_weights import read_safetensors, variable_map
 
-    if not args.checkpoint.endswith(".safetensors"):
-        raise ValueError(f"Expected a timm .safetensors checkpoint; got {args.checkpoint!r}.")
     if not args.output.endswith(OUTPUT_SUFFIXES):
         raise ValueError(f"Output must end in {' or '.join(OUTPUT_SUFFIXES)}; got {args.output!r}.")
+    if args.model is None:
+        ckpt = hub.checkpoint(args.checkpoint)
+        args.checkpoint = ckpt.weights_path
+        kw = dict(include_top=not args.no_top, classes=args.classes, weights=ckpt)
+        if args.input_size:
+            kw["input_shape"] = (*args.input_size, 3)
+        model = kc.create_model(ckpt.architecture, **kw)
+        new_head = args.no_top or (args.classes or ckpt.num_classes) != ckpt.num_classes
+        return model, sorted(k for k in variable_map(model) if not (new_head and k.startswith("head.fc.")))
+    if not args.checkpoint.endswith(".safetensors"):
+        raise ValueError(f"Expected a timm .safetensors checkpoint; got {args.checkpoint!r}.")
     cfg, name, native, cfg_classes = _model_spec(args.model)
     fc = read_safetensors(args.checkpoint).get("head.fc.weight")
     classes = args.classes or (fc.shape[0] if fc is not None else cfg_classes or 1000)

@@ -50,10 +50,10 @@ def input_mean_std(model_name=None, weights=None):
         entry = get_weights(model_name, weights)
         return entry.mean, entry.std
     if model_name is not None:
-        from keras_coatnet.registry import get_entry
+        from keras_coatnet.pretrained import default_eval
 
-        entry = get_entry(model_name)
-        return entry["mean"], entry["std"]
+        entry = default_eval(model_name)
+        return entry.mean, entry.std
     return (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
 
 
@@ -86,14 +86,59 @@ def class_names(num_classes):
         return tuple(tuple(line.rstrip("\n").split("\t", 1)) for line in f)
 
 
-def decode_predictions(preds, top=5):
-    """Turns [B, classes] scores into, per image, a list of `top` (synset id, name, score), best first."""
+def decode_predictions(preds, top=5, label_names=None):
+    """Turns [B, classes] scores into, per image, a list of `top` (class id, name, score), best first.
+
+    label_names: the checkpoint's class names (a model's `label_names`, from its config.json), ids "0", "1",
+    ...; default ImageNet's synset ids and names for 1000 / 11821 classes."""
     preds = np.asarray(preds)
     if preds.ndim != 2:
         raise ValueError(f"decode_predictions expects a batch of scores [batch, classes]; got shape {preds.shape}.")
-    names = class_names(preds.shape[1])
+    if label_names is not None:
+        if len(label_names) != preds.shape[1]:
+            raise ValueError(f"{len(label_names)} label_names for {preds.shape[1]} classes.")
+        names = [(str(i), n) for i, n in enumerate(label_names)]
+    else:
+        names = class_names(preds.shape[1])
     out = []
     for row in preds:
         idx = np.argsort(row)[::-1][:top]
         out.append([(names[i][0], names[i][1], float(row[i])) for i in idx])
     return out
+
+
+PIL_FILTERS = {"nearest": 0, "lanczos": 1, "bilinear": 2, "bicubic": 3, "box": 4, "hamming": 5}
+
+
+def eval_transform(image, eval_config):
+    """timm's eval transform without its normalization: resize (shorter side to floor(size / crop_pct) for
+    'center', both sides for 'squash', with `eval_config.interpolation`), then a center crop to
+    `eval_config.input_size`. `image`: a path, a PIL image or an [H, W, 3] uint8 RGB array. Returns [h, w, 3]
+    uint8 RGB, the raw input of a model built with `include_preprocessing=True` (a model's `eval_config`)."""
+    from PIL import Image
+
+    if isinstance(image, (str, os.PathLike)):
+        with Image.open(image) as im:
+            image = im.convert("RGB")
+    elif isinstance(image, np.ndarray):
+        image = Image.fromarray(np.asarray(image, np.uint8))
+    image = image.convert("RGB")
+    if eval_config.interpolation not in PIL_FILTERS:
+        raise ValueError(f"interpolation {eval_config.interpolation!r}; expected one of {sorted(PIL_FILTERS)}.")
+    th, tw = eval_config.input_size
+    sh, sw = eval_config.resize_size
+    w, h = image.size
+    if eval_config.crop_mode == "squash":
+        size = (sw, sh)
+    elif eval_config.crop_mode == "center":
+        if sh == sw:  # the shorter side to sh, the longer in proportion (rounded down)
+            size = (sh, int(sh * h / w)) if w <= h else (int(sh * w / h), sh)
+        else:  # both sides by the smaller of the two ratios
+            ratio = min(h / sh, w / sw)
+            size = (round(w / ratio), round(h / ratio))
+    else:
+        raise ValueError(f"crop_mode {eval_config.crop_mode!r}; expected 'center' or 'squash'.")
+    image = image.resize(size, PIL_FILTERS[eval_config.interpolation])
+    w, h = image.size
+    top, left = int(round((h - th) / 2.0)), int(round((w - tw) / 2.0))
+    return np.asarray(image.crop((left, top, left + tw, top + th)), np.uint8)

@@ -1,41 +1,63 @@
-"""Published CoAtNet weights: timm's checkpoints on Hugging Face, and `fetch`, which returns a verified local file.
+"""The published CoAtNet checkpoints (timm's, on the Hugging Face Hub as `timm/<model>.<tag>`), as data.
 
-`create_model(name, weights="imagenet")` (or `weights="<tag>"`, e.g. "sw_in12k") calls `fetch`, which looks in
-`$KERAS_COATNET_WEIGHTS_DIR` (files placed by hand, named `<model>.<tag>.safetensors`), then in the cache
-`$KERAS_HOME/models/keras_coatnet/` (default `~/.keras/models/keras_coatnet/`), then downloads from
-`$KERAS_COATNET_WEIGHTS_URL` (default https://huggingface.co/timm) + `/<model>.<tag>/resolve/main/model.safetensors`.
-
-No SHA-256 of the published files is recorded here (None), so a file is verified by its tensor manifest: the
-sorted (timm key, shape) list of its learned tensors, hashed. Each entry records the manifest of timm's own
-state_dict for that model (timm 1.0.31); the tests check it against the manifest of our Keras model.
+`WEIGHTS` is the offline list of known checkpoints: each one's Hub id, classifier size, parameter count, eval
+preprocessing (`EvalConfig`, timm's `pretrained_cfg`) and tensor manifest. Files come through `hub` (the Hugging
+Face client and its cache); a file named by a tag is checked against its manifest: the sorted (timm key, shape)
+list of its learned tensors, hashed (timm 1.0.31's state_dict for that model; the tests check it against ours).
 """
 
 import dataclasses
 import hashlib
-import json
-import logging
 import math
-import os
-import struct
 
-from keras_coatnet import download
 from keras_coatnet.builder import IMAGENET_MEAN, IMAGENET_STD, TIMM_MEAN, TIMM_STD
 from keras_coatnet.timm_weights import IGNORED_SUFFIXES
 
-log = logging.getLogger("keras_coatnet")
-
-BASE_URL = "https://huggingface.co/timm"
-URL_ENV, DIR_ENV = "KERAS_COATNET_WEIGHTS_URL", "KERAS_COATNET_WEIGHTS_DIR"
+HUB_OWNER = "timm"
 DEFAULT_TAGS = ("sw_in1k", "sw_in12k_ft_in1k")  # what weights="imagenet" picks, in order of preference
+TIMM_DEFAULT_CROP_PCT = 0.875  # timm's crop_pct where a pretrained_cfg has none
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """How a checkpoint's images are prepared at evaluation (timm's `pretrained_cfg`): resize so that the crop
+    keeps `crop_pct` of the shorter side ('center'), or both sides ('squash'), with `interpolation`, then a
+    center crop to `input_size` (H, W); `mean` / `std` on the 0-1 scale, RGB."""
+
+    input_size: tuple = (224, 224)
+    crop_pct: float = 0.95
+    crop_mode: str = "center"
+    interpolation: str = "bicubic"
+    mean: tuple = TIMM_MEAN
+    std: tuple = TIMM_STD
+
+    @property
+    def resize_size(self):
+        """(H, W) the image is resized to before the crop: floor(size / crop_pct) per side (timm)."""
+        return tuple(math.floor(s / self.crop_pct) for s in self.input_size)
+
+    @classmethod
+    def from_timm(cls, cfg, default_size=(224, 224)):
+        """From a timm `pretrained_cfg` dict (input_size [C, H, W]); timm's defaults for missing keys."""
+        size = tuple(int(s) for s in cfg["input_size"][-2:]) if cfg.get("input_size") else tuple(default_size)
+        return cls(input_size=size, crop_pct=float(cfg.get("crop_pct") or TIMM_DEFAULT_CROP_PCT),
+                   crop_mode=cfg.get("crop_mode") or "center", interpolation=cfg.get("interpolation") or "bicubic",
+                   mean=tuple(float(m) for m in cfg.get("mean", TIMM_MEAN)),
+                   std=tuple(float(s) for s in cfg.get("std", TIMM_STD)))
+
+    def to_timm(self, channels=3):
+        """The timm `pretrained_cfg` keys this config sets."""
+        return {"input_size": [channels, *self.input_size], "crop_pct": self.crop_pct, "crop_mode": self.crop_mode,
+                "interpolation": self.interpolation, "mean": list(self.mean), "std": list(self.std)}
 
 
 @dataclasses.dataclass(frozen=True)
 class Weights:
     """One published checkpoint: `model` (our registry name), `tag`, and how it was trained and evaluated.
 
-    classes: classifier size (1000 ImageNet-1k, 11821 timm's ImageNet-12k). input_size: (H, W) it was trained
-    at. crop_pct/crop_mode/interpolation/mean/std: timm's eval preprocessing. params: its parameter count.
+    classes: classifier size (1000 ImageNet-1k, 11821 timm's ImageNet-12k). params: its parameter count.
     manifest_sha256: see `manifest_digest`. top1: ImageNet-1k top-1 (%) in timm's results table, else None.
+    eval: its `EvalConfig`; input_size None means the model's native size (the registry's).
     """
 
     model: str
@@ -44,33 +66,29 @@ class Weights:
     params: int
     manifest_sha256: str
     top1: float = None
-    input_size: tuple = (224, 224)
     crop_pct: float = 0.95
     crop_mode: str = "center"
-    interpolation: str = "bicubic"
     mean: tuple = TIMM_MEAN
     std: tuple = TIMM_STD
-    sha256: str = None
 
     @property
     def name(self):
         return f"{self.model}.{self.tag}"
 
     @property
-    def file_name(self):
-        return f"{self.name}.safetensors"
+    def hub_ref(self):
+        return f"hf://{HUB_OWNER}/{self.name}"
 
     @property
-    def resize_size(self):
-        """(H, W) an image is resized to before the center crop to `input_size` (timm: floor(size / crop_pct));
-        equal to `input_size` for 'squash' (resize straight to it)."""
-        if self.crop_mode == "squash":
-            return self.input_size
-        return tuple(int(s / self.crop_pct) for s in self.input_size)
+    def eval(self):
+        from keras_coatnet.registry import get_entry
 
-    def url(self, base_url=None):
-        base = (base_url or os.environ.get(URL_ENV) or BASE_URL).rstrip("/")
-        return f"{base}/{self.name}/resolve/main/model.safetensors"
+        return EvalConfig(input_size=tuple(get_entry(self.model)["input_size"]), crop_pct=self.crop_pct,
+                          crop_mode=self.crop_mode, mean=self.mean, std=self.std)
+
+    @property
+    def input_size(self):
+        return self.eval.input_size
 
 
 _IN12K = 11821
@@ -106,8 +124,8 @@ WEIGHTS = {w.name: w for w in (
     _W("coatnet_rmlp_2_rw_224", "sw_in12k", _IN12K, 84_972_789,
        "3311c3a0f8ee34581d23b4f4584d6371226606ab351432c7cb7ee9859f5b4ae1"),
     _W("coatnet_rmlp_2_rw_384", "sw_in12k_ft_in1k", 1000, 73_881_264,
-       "9ed32fd3cd62037ae907b78a42afb7d6e73bd70b102c1bbdf965bbbc5d3c378d", 87.388, input_size=(384, 384),
-       crop_pct=1.0, crop_mode="squash"),
+       "9ed32fd3cd62037ae907b78a42afb7d6e73bd70b102c1bbdf965bbbc5d3c378d", 87.388, crop_pct=1.0,
+       crop_mode="squash"),
 )}
 
 
@@ -176,52 +194,22 @@ def model_manifest(model):
     return out
 
 
-_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
-
-
 def read_header(path, shown=None):
-    """{key: shape} of a `.safetensors` file, after checking that each tensor's byte range fits its dtype and
-    shape and that the file's size matches its header. Raises ValueError for a truncated, padded or foreign file,
-    naming it `shown` (default: path)."""
-    shown = shown or path
-    size = os.path.getsize(path)
-    with open(path, "rb") as f:
-        head = f.read(8)
-        n = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
-        if n < 2 or 8 + n > size:
-            raise ValueError(f"{shown} is not a safetensors file (or is truncated): {size} bytes.")
-        try:
-            header = json.loads(f.read(n))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ValueError(f"{shown} has an unreadable safetensors header ({e}).") from e
-    if not isinstance(header, dict):
-        raise ValueError(f"{shown} has a malformed safetensors header (not a JSON object).")
-    header.pop("__metadata__", None)
+    """{key: shape} of a `.safetensors` file, read by the `safetensors` library, which checks that the header
+    covers the file exactly. Raises ValueError '<shown>: truncated or corrupt safetensors file (...)'."""
+    from safetensors import SafetensorError, safe_open
+
     try:
-        shapes = {k: tuple(int(d) for d in v["shape"]) for k, v in header.items()}
-        spans = {k: (int(v["data_offsets"][1]) - int(v["data_offsets"][0]),
-                     math.prod(shapes[k]) * _DTYPE_BYTES[v["dtype"]]) for k, v in header.items()}
-        end = max((int(v["data_offsets"][1]) for v in header.values()), default=0)
-    except (KeyError, TypeError, IndexError, ValueError) as e:
-        raise ValueError(f"{shown} has a malformed safetensors header ({type(e).__name__}: {e}).") from e
-    bad = [k for k, (have, need) in spans.items() if have != need]
-    if bad:
-        raise ValueError(f"{shown} has tensors whose byte size does not fit their shape (first: {bad[:3]}).")
-    if size != 8 + n + end:
-        raise ValueError(f"{shown} is {size} bytes but its header describes {8 + n + end}: the file is truncated "
-                         "or corrupt.")
-    return shapes
+        with safe_open(path, "np") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ValueError(f"{shown or path}: truncated or corrupt safetensors file ({e}).") from None
 
 
 def verify(path, entry, shown=None):
-    """Raises ValueError unless the file at `path` is the checkpoint `entry` describes: its SHA-256 when
-    known, else its size against its header and its tensor manifest. Messages name it `shown` (default: path)."""
+    """Raises ValueError unless the `.safetensors` file at `path` holds the checkpoint `entry` describes (its
+    tensor manifest). Messages name it `shown` (default: path)."""
     shown = shown or path
-    if entry.sha256 is not None:
-        digest = download.sha256_of(path)
-        if digest != entry.sha256.lower():
-            raise ValueError(f"{shown}: SHA-256 {digest} does not match {entry.name}'s {entry.sha256}.")
-        return
     shapes = read_header(path, shown)
     if manifest_digest(shapes) != entry.manifest_sha256:
         fc = shapes.get("head.fc.weight")
@@ -231,48 +219,13 @@ def verify(path, entry, shown=None):
                          "classes). Check the model name and tag.")
 
 
-def cache_dir():
-    """Where downloaded weights are kept: `$KERAS_HOME/models/keras_coatnet` (default `~/.keras/...`)."""
-    return os.path.join(download.cache_root(), "models", "keras_coatnet")
+def default_eval(model_name):
+    """The `EvalConfig` a registered model is built with when no checkpoint says otherwise: its ImageNet
+    checkpoint's (else its first published one's), else timm's CoAtNet defaults at its native size."""
+    from keras_coatnet.registry import get_entry
 
-
-def _manual_help(entry, url):
-    folder = os.environ.get(DIR_ENV) or "<folder>"
-    return (f"To install it by hand, download {url} and save it as {os.path.join(folder, entry.file_name)} with "
-            f"{DIR_ENV}={folder}, or as {os.path.join(cache_dir(), entry.file_name)}.")
-
-
-def fetch(model_name, weights="imagenet", include_top=True, classes=None, base_url=None, progress=True):
-    """Returns the path of a verified local copy of the published `weights` of `model_name`.
-
-    Looks in `$KERAS_COATNET_WEIGHTS_DIR`, then the cache, then downloads (from `base_url`, else
-    `$KERAS_COATNET_WEIGHTS_URL`, else Hugging Face). A bad cached file is removed and fetched again; a bad
-    file placed by hand raises ValueError. Raises download.DownloadError when offline, saying how to place
-    the file by hand."""
-    entry = get_weights(model_name, weights)
-    if include_top and classes is not None and classes != entry.classes:
-        log.info("%s has a %d-class classifier; with classes=%d it is replaced by a new one (pass "
-                 "classes=%d to keep it, or include_top=False).", entry.name, entry.classes, classes, entry.classes)
-    manual = os.environ.get(DIR_ENV)
-    if manual and os.path.isfile(os.path.join(manual, entry.file_name)):
-        path = os.path.join(manual, entry.file_name)
-        verify(path, entry)
-        return path
-    path = os.path.join(cache_dir(), entry.file_name)
-    if os.path.isfile(path):
-        try:
-            verify(path, entry)
-            return path
-        except ValueError as e:
-            log.warning("Removing a bad cached file and downloading again: %s", e)
-            os.remove(path)
-    url = entry.url(base_url)
-    log.info("Downloading %s to %s", url, path)
-    try:
-        return download.download(url, path, sha256=entry.sha256, validate=lambda p: verify(p, entry, url),
-                                 progress=progress)
-    except download.DownloadError as e:
-        raise download.DownloadError(f"{e}. {_manual_help(entry, url)}") from e
-    except ValueError as e:
-        raise ValueError(f"The download of {entry.name} from {url} failed verification and was removed: {e} "
-                         f"{_manual_help(entry, url)}") from e
+    names = list_weights(model_name)
+    if names:
+        preferred = [n for t in DEFAULT_TAGS for n in names if n.endswith(f".{t}")]
+        return WEIGHTS[(preferred or names)[0]].eval
+    return EvalConfig(input_size=tuple(get_entry(model_name)["input_size"]))

@@ -1,11 +1,11 @@
-"""Model registry: every model name -> its config, default input size and normalization. Data only."""
+"""Model registry: every model name -> its architecture config, native input size and family. Data only; the
+checkpoints' eval preprocessing (mean, std, crop) is in `pretrained.WEIGHTS`."""
 
-from keras_coatnet.builder import IMAGENET_MEAN, IMAGENET_STD, TIMM_MEAN, TIMM_STD
 from keras_coatnet.variants import PAPER_CONFIGS, SMALL_CONFIGS, TIMM_CONFIGS
 
 
-def _entry(config, size=224, mean=TIMM_MEAN, std=TIMM_STD, family="timm"):
-    return {"config": config, "input_size": (size, size), "mean": mean, "std": std, "family": family}
+def _entry(config, size=224, family="timm"):
+    return {"config": config, "input_size": (size, size), "family": family}
 
 
 MODELS = {
@@ -15,8 +15,7 @@ MODELS = {
        ("coatnet_0", "coatnet_1", "coatnet_2", "coatnet_3", "coatnet_4", "coatnet_5")},
     **{f"{name}_224": _entry(cfg) for name, cfg in TIMM_CONFIGS.items()},
     "coatnet_rmlp_2_rw_384": _entry(TIMM_CONFIGS["coatnet_rmlp_2_rw"], size=384),
-    "coatnet_bn_0_rw_224": _entry(TIMM_CONFIGS["coatnet_bn_0_rw"], mean=IMAGENET_MEAN, std=IMAGENET_STD),
-    **{name: _entry(cfg, size=32, family="small") for name, cfg in SMALL_CONFIGS.items()},
+        **{name: _entry(cfg, size=32, family="small") for name, cfg in SMALL_CONFIGS.items()},
 }
 
 

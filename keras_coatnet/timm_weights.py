@@ -95,6 +95,31 @@ def to_keras_layout(tensor, variable, layer):
     return t
 
 
+def to_timm_layout(value, variable, layer):
+    """The inverse of `to_keras_layout`: one Keras variable's value -> its PyTorch layout (conv HWIO -> OIHW,
+    depthwise [kh, kw, C, 1] -> [C, 1, kh, kw], dense [in, out] -> [out, in])."""
+    t = np.asarray(value)
+    name = variable.name.split("/")[-1]
+    if name == "kernel" and isinstance(layer, layers.DepthwiseConv2D):
+        return t.transpose(2, 3, 0, 1)
+    if name == "kernel" and isinstance(layer, layers.Conv2D):
+        return t.transpose(3, 2, 0, 1)
+    if name == "kernel" and isinstance(layer, layers.Dense):
+        return t.T
+    return t
+
+
+def timm_state_dict(model):
+    """{timm key: float32 ndarray in PyTorch layout} of a Keras CoAtNet, with timm's BatchNorm
+    `num_batches_tracked` counters (int64 zeros), as timm's own state_dict has them."""
+    out = {}
+    for key, (variable, layer) in variable_map(model).items():
+        out[key] = np.ascontiguousarray(to_timm_layout(variable.numpy(), variable, layer), dtype=np.float32)
+        if isinstance(layer, layers.BatchNormalization) and key.endswith(".running_var"):
+            out[key[: -len("running_var")] + "num_batches_tracked"] = np.zeros([], np.int64)
+    return out
+
+
 def adapt_input_conv(kernel, in_chans):
     """timm's `adapt_input_conv` on a Keras conv kernel [kh, kw, 3, out] trained on RGB: 1 channel takes the
     sum over RGB; C > 3 (or 2) repeats RGB and keeps the first C, scaled by 3 / C. -> [kh, kw, C, out]."""
