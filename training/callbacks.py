@@ -1,12 +1,20 @@
-"""Training callbacks: NaN/Inf guard, best/last .keras checkpoints, loss/accuracy curves PNG."""
+"""Training callbacks: NaN/Inf guard, best/last .keras checkpoints, backup and preemption, loss/accuracy curves."""
+import contextlib
 import csv
 import json
+import logging
 import math
 import os
+import shutil
+import signal
+import threading
 
 import keras
 
 from keras_coatnet.atomic import atomic_path, write_text
+
+log = logging.getLogger("training")
+BACKUP_WEIGHTS, BACKUP_METADATA = "latest.weights.h5", "training_metadata.json"  # keras.callbacks.BackupAndRestore's
 
 
 class TrainingDiverged(RuntimeError):
@@ -75,6 +83,128 @@ class Checkpoints(keras.callbacks.Callback):
             with atomic_path(self.best_path) as tmp:
                 self.model.save(tmp, include_optimizer=False)
             write_text(self.state_path, json.dumps({"epoch": epoch + 1, "monitor": self.monitor, "value": float(value)}))
+
+
+class Preempted(RuntimeError):
+    """SIGTERM reached a worker: every worker stopped at the same step boundary, after the backup of that step was
+    written. Rerunning the same command resumes there."""
+
+    exit_code = 42
+    cli_label = "preempted"
+
+
+@contextlib.contextmanager
+def catch_sigterm():
+    """Within the block SIGTERM sets the yielded threading.Event instead of ending the process (TensorFlow's
+    coordination service, under MultiWorkerMirroredStrategy, would otherwise swallow it). Off the main thread
+    signals cannot be caught: the Event then never sets."""
+    requested = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield requested
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: requested.set())
+    try:
+        yield requested
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+def _backup_pairs(directory):
+    """(weights path, metadata path) of the latest backup, then of the previous one (*.bkp)."""
+    return [(os.path.join(directory, BACKUP_WEIGHTS + s), os.path.join(directory, BACKUP_METADATA + s))
+            for s in ("", ".bkp")]
+
+
+def load_backup(model, directory):
+    """Restore the newest readable backup in `directory` into `model` (weights, optimizer state); returns its
+    (epoch, batch): `epoch` epochs and then `batch` batches done; (0, 0) when there is none.
+
+    A pair counts only when its metadata exists: Backup writes the metadata last and removes it first."""
+    for weights, meta in _backup_pairs(directory):
+        if not (os.path.exists(weights) and os.path.exists(meta)):
+            continue
+        try:
+            with open(meta) as f:
+                position = json.load(f)
+            model.load_weights(weights)
+            return int(position["epoch"]), int(position.get("batch", 0))
+        except (OSError, ValueError, KeyError) as e:
+            log.warning("backup %s is unreadable (%s); trying the previous one", weights, e)
+    return 0, 0
+
+
+class Backup(keras.callbacks.Callback):
+    """Back the training state (weights, optimizer state and step, EMA weights) up in `directory`:
+    latest.weights.h5 and training_metadata.json {"epoch": E, "batch": B} (E epochs, then B batches, done), the
+    previous pair kept as *.bkp until the new one is complete. Written at every epoch end and, once `sigterm` is
+    set on any worker, at the next batch end, a step boundary the workers agree on (`agree(flag) -> bool`, true
+    when any worker's flag is); then fit raises Preempted. Written only when `enabled` (the chief); removed when
+    fit completes.
+
+    steps_per_epoch: fit's. resume_batch: batches of the first epoch done before a restart; that epoch ends
+    after the rest of them (its logged train metrics average those only).
+    Place it before SwapEMAWeights, so that the epoch-end backup holds the training weights, not the EMA."""
+
+    def __init__(self, directory, sigterm, agree, steps_per_epoch, resume_batch=0, enabled=True):
+        super().__init__()
+        self.directory, self.sigterm, self.agree, self.enabled = directory, sigterm, agree, enabled
+        self.steps, self.resume_batch = int(steps_per_epoch), int(resume_batch)
+        self.epoch, self.offset, self.shortened = 0, 0, False
+
+    def save(self, epoch, batch):
+        if not self.enabled:
+            return
+        os.makedirs(self.directory, exist_ok=True)
+        (weights, meta), (old_weights, old_meta) = _backup_pairs(self.directory)
+        if os.path.exists(weights) and os.path.exists(meta):
+            shutil.copyfile(weights, old_weights)
+            shutil.copyfile(meta, old_meta)
+            os.remove(meta)  # until the new metadata is written, the previous pair is the backup
+        self.model.save_weights(weights, overwrite=True)
+        write_text(meta, json.dumps({"epoch": epoch, "batch": batch}))
+
+    def _stop(self, epoch, batch):
+        where = f"epoch {epoch + 1}, after batch {batch}" if batch else f"the start of epoch {epoch + 1}"
+        raise Preempted(f"SIGTERM: stopped at {where}, backup in {self.directory}" + ("" if self.enabled else
+                        " (on the chief)") + "; rerun the same command to resume there")
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch, self.offset, self.resume_batch = epoch, self.resume_batch, 0
+        if self.agree(self.sigterm.is_set()):  # the backup on disk is this position (or the run is fresh)
+            self._stop(epoch, self.offset)
+
+    def on_train_batch_end(self, batch, logs=None):
+        done = self.offset + batch + 1
+        if done >= self.steps:  # the epoch's last batch: the epoch-end backup follows
+            self.shortened = self.offset > 0
+            self.model.stop_training = self.model.stop_training or self.shortened
+            return
+        if self.agree(self.sigterm.is_set()):
+            self.save(self.epoch, done)
+            self.agree(True)  # every worker waits here until the chief has written the backup
+            self._stop(self.epoch, done)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.shortened:
+            self.model.stop_training, self.shortened = False, False
+        self.save(epoch + 1, 0)
+
+    def on_train_end(self, logs=None):
+        if self.enabled:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def drop_history_from(csv_path, epoch):
+    """Remove the rows of epochs >= `epoch` (0-based) from a CSVLogger file: a run resumed at `epoch` logs them
+    again."""
+    if not os.path.exists(csv_path):
+        return
+    with open(csv_path, newline="") as f:
+        lines = f.read().splitlines(keepends=True)
+    rows = list(csv.DictReader(lines))
+    kept = [line for line, row in zip(lines[1:], rows) if int(float(row["epoch"])) < epoch]
+    if len(kept) < len(rows):
+        write_text(csv_path, "".join(lines[:1] + kept))
 
 
 def read_history(csv_path):

@@ -64,7 +64,7 @@ SPEC = {
     # run
     "output_dir": ("runs/coatnet", "where checkpoints, logs and metrics go"),
     "eval_only": (False, "only evaluate `weights` on the test (else val) split"),
-    "backup": (True, "BackupAndRestore: resume an interrupted run from its last epoch"),
+    "backup": (True, "back up at every epoch end and at SIGTERM (output_dir/backup); a rerun resumes there"),
     "overwrite": (False, "replace a finished run in output_dir (else refused); drop an unfinished run's backup/"),
     "verbose": (1, "Keras fit verbosity: 1 progbar, 2 one line per epoch, 0 silent"),
     "debug_nan_at_step": (None, "testing hook: feed a NaN batch at this global step"),

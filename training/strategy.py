@@ -129,3 +129,42 @@ def strategy_name(strategy):
         return "MultiWorkerMirroredStrategy"  # the class is named CollectiveAllReduceStrategy
     name = type(strategy).__name__
     return "OneDevice" if name == "_DefaultDistributionStrategy" else name
+
+
+def is_multiworker(strategy):
+    """True under MultiWorkerMirroredStrategy."""
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
+def any_worker(strategy):
+    """fn(flag: bool) -> bool, true when `flag` is true on any worker: one all-reduce of a scalar under
+    MultiWorkerMirroredStrategy (every worker must call it the same number of times), `flag` itself otherwise."""
+    if not is_multiworker(strategy):
+        return bool
+
+    @tf.function
+    def total(x):
+        return strategy.reduce("SUM", strategy.run(tf.identity, args=(x,)), axis=None)
+
+    return lambda flag: float(total(tf.constant(float(flag)))) > 0
+
+
+def from_chief(strategy, values):
+    """Tensors (the same shapes and dtypes on every worker) -> the chief's values, on every worker: an all-reduce
+    of the chief's values and zeros elsewhere under MultiWorkerMirroredStrategy; `values` otherwise."""
+    if not is_multiworker(strategy) or not values:
+        return list(values)
+
+    def keep_replica_0(*xs):
+        ctx = tf.distribute.get_replica_context()
+        chief = tf.equal(ctx.replica_id_in_sync_group, 0)
+        kept = [tf.where(chief, x, tf.zeros_like(x)) for x in xs]
+        out = [None] * len(xs)
+        for dtype in {x.dtype for x in xs}:  # one all-reduce per dtype: TF packs a group into one tensor
+            group = [i for i, x in enumerate(xs) if x.dtype == dtype]
+            for i, x in zip(group, ctx.all_reduce("SUM", [kept[i] for i in group])):
+                out[i] = x
+        return out
+
+    summed = tf.function(lambda *xs: strategy.run(keep_replica_0, args=xs))(*values)
+    return [strategy.experimental_local_results(x)[0] for x in summed]

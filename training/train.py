@@ -8,6 +8,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 import time
@@ -29,20 +30,6 @@ def _paths(out):
         "tensorboard_dir": os.path.join(out, "tensorboard"),
         "backup_dir": os.path.join(out, "backup"),
     }
-
-
-BACKUP_WEIGHTS, BACKUP_METADATA = "latest.weights.h5", "training_metadata.json"  # keras.callbacks.BackupAndRestore's
-
-
-def _drop_unfinished_first_backup(backup_dir):
-    """Removes a backup's weights file whose writing never finished and that has nothing to fall back on (the run's
-    first backup, cut short by a full disk or a kill: its metadata, written after it, and a previous copy are
-    missing). BackupAndRestore would fail to open it at every restart."""
-    weights = os.path.join(backup_dir, BACKUP_WEIGHTS)
-    if (os.path.exists(weights) and not os.path.exists(os.path.join(backup_dir, BACKUP_METADATA))
-            and not os.path.exists(weights + ".bkp")):
-        log.warning("removing %s: an unfinished first backup (its metadata was never written)", weights)
-        os.remove(weights)
 
 
 def _precision_policy(setting, kind):
@@ -114,8 +101,10 @@ def _check_output_dir(cfg, paths):
             status = json.load(f).get("status")
         raise ValueError(f"--output-dir {out} holds a finished run (metrics.json status {status}); pass --overwrite "
                          "to replace it, or choose another --output-dir")
-    backup_meta = os.path.join(paths["backup_dir"], BACKUP_METADATA)
-    if not (cfg["backup"] and os.path.exists(backup_meta) and os.path.exists(paths["config_json"])):
+    from training.callbacks import BACKUP_METADATA
+
+    has_backup = any(os.path.exists(os.path.join(paths["backup_dir"], BACKUP_METADATA + s)) for s in ("", ".bkp"))
+    if not (cfg["backup"] and has_backup and os.path.exists(paths["config_json"])):
         return
     if cfg["overwrite"]:
         log.info("--overwrite: dropping the unfinished run's %s", paths["backup_dir"])
@@ -153,6 +142,49 @@ def _eval_only(cfg, strategy, data, global_batch):
             **{f"eval_{k}": v for k, v in result.items()}}
 
 
+class WorkerLost(RuntimeError):
+    """Under MultiWorkerMirroredStrategy another worker died or cannot be reached; restarting every worker with the
+    same command resumes from the chief's backup."""
+
+    exit_code = 75
+
+
+class TensorFlowError(RuntimeError):
+    """A TensorFlow error, its cause on one line (the original is its __cause__)."""
+
+    exit_code = 2
+
+
+_TF_NOISE = re.compile(r"\{\{[^}]*\}\}|\[\[[^]]*\]\]|\[Op:[^]]*\]|\[type\.googleapis\.com[^]]*\]|"
+                       r"Graph execution error:|Collective ops is aborted by:|Error reported from [^:]+:")
+
+
+def tf_error_text(exc):
+    """The cause in a tf.errors.OpError's text on one line, without TF's node, op and traceback annotations."""
+    text = exc.message if hasattr(exc, "message") else str(exc)
+    text = text.split("\n\n")[-1] if "Detected at node" in text else text  # the cause follows the node's traceback
+    return " ".join(_TF_NOISE.sub(" ", text).split()) or type(exc).__name__
+
+
+def _lost_worker(exc, cfg):
+    """WorkerLost naming the worker and the backup, for a multi-worker collective or coordination error, else
+    None."""
+    text = str(exc)
+    if not re.search(r"[Cc]ollective|[Cc]oordination|heartbeat|Socket closed|Connection reset|unhealthy", text):
+        return None
+    gone = text.find("stopped sending heartbeats")
+    task = re.search(r"/job:(worker|chief)(?:/replica:\d+)?/task:(\d+)", text[gone:] if gone >= 0 else text)
+    who = f"{task.group(1)} {task.group(2)}" if task else "another worker"
+    if gone >= 0:
+        why = f"{who} stopped sending heartbeats"
+    elif "coordination service" in text:
+        why = "the chief (worker 0, which runs TensorFlow's coordination service) cannot be reached"
+    else:
+        why = f"the connection to {who} failed: {tf_error_text(exc)[:200]}"
+    return WorkerLost(f"lost a worker of the cluster ({why}); restart every worker with the same command to resume "
+                      f"from the chief's backup in {os.path.join(cfg['output_dir'], 'backup')}")
+
+
 def run(config=None, callbacks=()):
     """Train (or evaluate) as configured; return a dict of results and output paths.
 
@@ -160,14 +192,28 @@ def run(config=None, callbacks=()):
     callbacks: extra keras callbacks appended to fit's (tests use this).
     Returns metrics (test_top1/test_top5 when there is a test split, best epoch, optimizer steps,
     timings) plus paths: best_model, last_model, history_csv, curves_png, metrics_json, ...
-    Raises TrainingDiverged on a NaN/Inf loss (best/last checkpoints are kept).
+    Raises TrainingDiverged on a NaN/Inf loss (best/last checkpoints are kept); Preempted after SIGTERM (the
+    backup holds the step it stopped at); WorkerLost when a multi-worker peer is gone; TensorFlowError for
+    another TensorFlow error.
     """
     from training import config as config_lib
 
     cfg = config_lib.resolve(config)
     import tensorflow as tf
 
-    from training.strategy import device_kind, is_chief, make_strategy, strategy_name, task_id
+    with contextlib.ExitStack() as restore:
+        try:
+            return _run(cfg, callbacks, restore)
+        except tf.errors.OpError as e:
+            lost = _lost_worker(e, cfg) if cfg["strategy"] == "multiworker" else None
+            raise lost or TensorFlowError(f"TensorFlow {type(e).__name__}: {tf_error_text(e)}") from e
+
+
+def _run(cfg, callbacks, restore):
+    """run()'s body; `restore` (an ExitStack) undoes its process-wide changes when run() ends."""
+    import tensorflow as tf
+
+    from training.strategy import any_worker, device_kind, from_chief, is_chief, make_strategy, strategy_name, task_id
 
     # The strategy first: multi-worker collectives must be set up before other TF work.
     strategy = make_strategy(cfg["strategy"], cfg["tpu"])
@@ -176,11 +222,13 @@ def run(config=None, callbacks=()):
     import keras_coatnet  # noqa: F401  (registers the model's layers for load_model)
     from keras_coatnet.atomic import writable_folder
     from training._compat import multiworker_log_reduction
-    from training.callbacks import Checkpoints, StopOnNonFinite, TrainingDiverged, plot_curves, read_history
+    from training.callbacks import (Backup, Checkpoints, StopOnNonFinite, TrainingDiverged, catch_sigterm,
+                                    drop_history_from, load_backup, plot_curves, read_history)
     from training.data import load_data, pipeline
     from training.model import build_model
     from training.optim import lr_schedule, make_optimizer, scaled_lr
 
+    sigterm = restore.enter_context(catch_sigterm())  # after the strategy: its coordination service sets one too
     warnings.filterwarnings("ignore", message=".*(ran out of data|`shuffle=True` was passed).*")
     kind = device_kind(strategy)
     chief = is_chief(strategy)
@@ -192,7 +240,7 @@ def run(config=None, callbacks=()):
     replicas = strategy.num_replicas_in_sync
     global_batch = int(cfg["batch_size"]) * replicas
     policy = _precision_policy(cfg["mixed_precision"], kind)
-    previous_policy = keras.config.dtype_policy()
+    restore.callback(keras.config.set_dtype_policy, keras.config.dtype_policy())
     keras.utils.set_random_seed(int(cfg["seed"]))
     if cfg["deterministic"]:
         tf.config.experimental.enable_op_determinism()
@@ -205,110 +253,124 @@ def run(config=None, callbacks=()):
     data = load_data(cfg)
     info["skipped_images"] = data.skipped
     keras.config.set_dtype_policy(policy)
-    restore = contextlib.ExitStack()
     restore.enter_context(multiworker_log_reduction(strategy))
-    try:
-        if cfg["eval_only"]:
-            results = {**info, **_eval_only(cfg, strategy, data, global_batch),
-                       "metrics_json": paths["eval_json"]}
-            if chief:
-                _write_json(paths["eval_json"], results)
-            return results
-
-        steps = int(cfg["steps_per_epoch"] or data.train.count // global_batch)
-        if steps < 1:
-            raise ValueError(f"{data.train.count} training images are fewer than one global batch "
-                             f"({global_batch}); lower batch_size")
-        peak_lr = scaled_lr(float(cfg["lr"]), global_batch, int(cfg["lr_base_batch"]), cfg["lr_scaling"])
-        log.info("global batch %d (batch_size %d x %d replica(s)), peak LR %.3g (lr %g at lr_base_batch %d, "
-                 "%s scaling)", global_batch, int(cfg["batch_size"]), replicas, peak_lr, float(cfg["lr"]),
-                 int(cfg["lr_base_batch"]), cfg["lr_scaling"])
-        if peak_lr < 1e-5 and cfg["lr_scaling"] != "none":
-            log.warning("peak LR %.3g is below 1e-05: --lr %g applies at --lr-base-batch %d and is scaled down to the "
-                        "global batch %d; set --lr-base-batch %d (or raise --lr)", peak_lr, float(cfg["lr"]),
-                        int(cfg["lr_base_batch"]), global_batch, global_batch)
-        total_steps = steps * int(cfg["epochs"])
-        schedule = lr_schedule(peak_lr, total_steps, float(cfg["warmup_epochs"]) * steps, float(cfg["min_lr_ratio"]))
-        with strategy.scope():
-            model = build_model(cfg, data.num_classes)
-            _compile(model, cfg, make_optimizer(model, cfg, schedule), kind)
-            _prebuild(model, global_batch, int(cfg["image_size"]), data.num_classes)
-
-        train_ds = pipeline(data.train, cfg, global_batch, data.num_classes, True, cfg["debug_nan_at_step"])
-        val_ds = pipeline(data.val, cfg, global_batch, data.num_classes, False) if data.val else None
-
-        backup_meta = os.path.join(paths["backup_dir"], BACKUP_METADATA)
-        resumed_epoch = 0
-        if cfg["backup"] and os.path.exists(backup_meta):
-            with open(backup_meta) as f:
-                resumed_epoch = int(json.load(f)["epoch"])
-            log.info("resuming from the backup at epoch %d", resumed_epoch)
-        elif chief:  # a fresh run: drop history and best-so-far of any earlier run in this directory
-            for p in (paths["history_csv"], os.path.join(out, "best.json")):
-                if os.path.exists(p):
-                    os.remove(p)
-            shutil.rmtree(paths["tensorboard_dir"], ignore_errors=True)
-        _write_json(paths["config_json"], cfg)
-        if chief and data.class_names:
-            from keras_coatnet.atomic import write_text
-
-            write_text(paths["labels_txt"], "".join(f"{name}\n" for name in data.class_names))  # class-index order
-
-        checkpoints = Checkpoints(out, "val_loss" if val_ds is not None else "loss", "min", enabled=chief)
-        cbs = [StopOnNonFinite(f"Last good checkpoint: {paths['last_model']}")]
-        if cfg["backup"]:
-            _drop_unfinished_first_backup(paths["backup_dir"])
-            # double_checkpoint: the previous backup is kept until the new one is written, and restored when
-            # the new one is unreadable (a full disk or a kill while writing it).
-            cbs.append(keras.callbacks.BackupAndRestore(paths["backup_dir"], double_checkpoint=True,
-                                                        delete_checkpoint=True))
-        if cfg["use_ema"]:
-            cbs.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
-        cbs += [checkpoints, keras.callbacks.CSVLogger(paths["history_csv"], append=True)]
-        if _has_tensorboard():
-            cbs.append(keras.callbacks.TensorBoard(paths["tensorboard_dir"], update_freq="epoch", profile_batch=0))
-        cbs += list(callbacks)
-
-        t_fit = time.time()
-        try:
-            model.fit(train_ds, epochs=int(cfg["epochs"]), steps_per_epoch=steps, validation_data=val_ds,
-                      callbacks=cbs, verbose=int(cfg["verbose"]))
-        except TrainingDiverged as e:
-            if chief:
-                _write_json(paths["metrics_json"], {**info, "status": "diverged", "error": str(e),
-                                                    "best": checkpoints.best(), "last_model": paths["last_model"]})
-            raise
-        fit_s = time.time() - t_fit
-        optimizer_steps = int(model.optimizer.iterations.numpy())
-        history = read_history(paths["history_csv"]) if os.path.exists(paths["history_csv"]) else {}
-        results = {
-            **info, "status": "completed",
-            "epochs": int(cfg["epochs"]), "steps_per_epoch": steps, "optimizer_steps": optimizer_steps,
-            "resumed_from_epoch": resumed_epoch, "peak_lr": peak_lr,
-            "final_lr": float(schedule(optimizer_steps)),
-            "train_images": data.train.count, "fit_time_s": fit_s,
-            "train_images_per_s": (optimizer_steps - resumed_epoch * steps) * global_batch / fit_s,
-            "best": checkpoints.best(), "history_epochs": [int(e) for e in history.get("epoch", [])],
-        }
-        for key in ("loss", "accuracy", "val_loss", "val_accuracy", "val_top5"):
-            if history.get(key):
-                results[f"final_{key}"] = history[key][-1]
-        if data.test is not None:
-            test = _evaluate(model, pipeline(data.test, cfg, global_batch, data.num_classes, False))
-            results.update({f"test_{k}": v for k, v in test.items()}, test_images=data.test.count)
-        results["total_time_s"] = time.time() - t_start
-        if chief and history:
-            plot_curves(history, paths["curves_png"])
-        results.update({k: paths[k] for k in ("best_model", "last_model", "history_csv", "curves_png",
-                                               "metrics_json", "tensorboard_dir", "config_json")})
-        if data.class_names:
-            results["labels_txt"] = paths["labels_txt"]
+    if cfg["eval_only"]:
+        results = {**info, **_eval_only(cfg, strategy, data, global_batch),
+                   "metrics_json": paths["eval_json"]}
         if chief:
-            _write_json(paths["metrics_json"], results)
+            _write_json(paths["eval_json"], results)
         return results
-    finally:
-        keras.config.set_dtype_policy(previous_policy)
-        restore.close()
+
+    steps = int(cfg["steps_per_epoch"] or data.train.count // global_batch)
+    if steps < 1:
+        raise ValueError(f"{data.train.count} training images are fewer than one global batch "
+                         f"({global_batch}); lower batch_size")
+    peak_lr = scaled_lr(float(cfg["lr"]), global_batch, int(cfg["lr_base_batch"]), cfg["lr_scaling"])
+    log.info("global batch %d (batch_size %d x %d replica(s)), peak LR %.3g (lr %g at lr_base_batch %d, "
+             "%s scaling)", global_batch, int(cfg["batch_size"]), replicas, peak_lr, float(cfg["lr"]),
+             int(cfg["lr_base_batch"]), cfg["lr_scaling"])
+    if peak_lr < 1e-5 and cfg["lr_scaling"] != "none":
+        log.warning("peak LR %.3g is below 1e-05: --lr %g applies at --lr-base-batch %d and is scaled down to the "
+                    "global batch %d; set --lr-base-batch %d (or raise --lr)", peak_lr, float(cfg["lr"]),
+                    int(cfg["lr_base_batch"]), global_batch, global_batch)
+    total_steps = steps * int(cfg["epochs"])
+    schedule = lr_schedule(peak_lr, total_steps, float(cfg["warmup_epochs"]) * steps, float(cfg["min_lr_ratio"]))
+    with strategy.scope():
+        model = build_model(cfg, data.num_classes)
+        _compile(model, cfg, make_optimizer(model, cfg, schedule), kind)
+        _prebuild(model, global_batch, int(cfg["image_size"]), data.num_classes)
+
+    # Only the chief keeps a backup; every worker resumes from it.
+    position = load_backup(model, paths["backup_dir"]) if cfg["backup"] and chief else (0, 0)
+    resumed_epoch, resumed_batch = position = _share_chief_state(strategy, model, position)
+    train_ds = pipeline(data.train, cfg, global_batch, data.num_classes, True, cfg["debug_nan_at_step"])
+    if position != (0, 0):
+        log.info("resuming from the backup at epoch %d, batch %d", resumed_epoch + 1, resumed_batch)
+        if cfg["deterministic"]:  # the same batches as an uninterrupted run: skip those trained on
+            train_ds = train_ds.skip(resumed_epoch * steps + resumed_batch)
+    val_ds = pipeline(data.val, cfg, global_batch, data.num_classes, False) if data.val else None
+
+    if chief and position != (0, 0):
+        drop_history_from(paths["history_csv"], resumed_epoch)  # rows logged after the backup was written
+    elif chief:  # a fresh run: drop history and best-so-far of any earlier run in this directory
+        for p in (paths["history_csv"], os.path.join(out, "best.json")):
+            if os.path.exists(p):
+                os.remove(p)
+        shutil.rmtree(paths["tensorboard_dir"], ignore_errors=True)
+    _write_json(paths["config_json"], cfg)
+    if chief and data.class_names:
+        from keras_coatnet.atomic import write_text
+
+        write_text(paths["labels_txt"], "".join(f"{name}\n" for name in data.class_names))  # class-index order
+
+    checkpoints = Checkpoints(out, "val_loss" if val_ds is not None else "loss", "min", enabled=chief)
+    # The backup at each epoch end follows the history row (a rerun drops rows past the backup) and precedes the
+    # EMA swap (it holds the training weights). SIGTERM stops at a step boundary, with or without a backup.
+    cbs = [StopOnNonFinite(f"Last good checkpoint: {paths['last_model']}"),
+           keras.callbacks.CSVLogger(paths["history_csv"], append=True),
+           Backup(paths["backup_dir"] if cfg["backup"] else None, sigterm, any_worker(strategy), steps,
+                  resumed_batch, enabled=chief)]
+    if cfg["use_ema"]:
+        cbs.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
+    cbs.append(checkpoints)
+    if _has_tensorboard():
+        cbs.append(keras.callbacks.TensorBoard(paths["tensorboard_dir"], update_freq="epoch", profile_batch=0))
+    cbs += list(callbacks)
+
+    t_fit = time.time()
+    try:
+        model.fit(train_ds, epochs=int(cfg["epochs"]), initial_epoch=resumed_epoch, steps_per_epoch=steps,
+                  validation_data=val_ds, callbacks=cbs, verbose=int(cfg["verbose"]))
+    except TrainingDiverged as e:
+        if chief:
+            _write_json(paths["metrics_json"], {**info, "status": "diverged", "error": str(e),
+                                                "best": checkpoints.best(), "last_model": paths["last_model"]})
+        raise
+    fit_s = time.time() - t_fit
+    optimizer_steps = int(model.optimizer.iterations.numpy())
+    history = read_history(paths["history_csv"]) if os.path.exists(paths["history_csv"]) else {}
+    results = {
+        **info, "status": "completed",
+        "epochs": int(cfg["epochs"]), "steps_per_epoch": steps, "optimizer_steps": optimizer_steps,
+        "resumed_from_epoch": resumed_epoch, "resumed_from_batch": resumed_batch, "peak_lr": peak_lr,
+        "final_lr": float(schedule(optimizer_steps)),
+        "train_images": data.train.count, "fit_time_s": fit_s,
+        "train_images_per_s": (optimizer_steps - resumed_epoch * steps - resumed_batch) * global_batch / fit_s,
+        "best": checkpoints.best(), "history_epochs": [int(e) for e in history.get("epoch", [])],
+    }
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy", "val_top5"):
+        if history.get(key):
+            results[f"final_{key}"] = history[key][-1]
+    if data.test is not None:
+        test = _evaluate(model, pipeline(data.test, cfg, global_batch, data.num_classes, False))
+        results.update({f"test_{k}": v for k, v in test.items()}, test_images=data.test.count)
+    results["total_time_s"] = time.time() - t_start
+    if chief and history:
+        plot_curves(history, paths["curves_png"])
+    results.update({k: paths[k] for k in ("best_model", "last_model", "history_csv", "curves_png",
+                                           "metrics_json", "tensorboard_dir", "config_json")})
+    if data.class_names:
+        results["labels_txt"] = paths["labels_txt"]
+    if chief:
+        _write_json(paths["metrics_json"], results)
+    return results
+
+
+def _share_chief_state(strategy, model, position):
+    """The chief's backup position (epoch, batch) on every worker and, when the chief restored a backup, its model
+    and optimizer variables (all the same under MultiWorkerMirroredStrategy). Off multi-worker: `position`."""
+    import tensorflow as tf
+
+    from training.strategy import from_chief, is_multiworker
+
+    if not is_multiworker(strategy):
+        return position
+    epoch, batch = (int(v) for v in from_chief(strategy, [tf.constant(position, tf.int64)])[0].numpy())
+    if (epoch, batch) != (0, 0):
+        variables = list(model.variables) + list(model.optimizer.variables)
+        for variable, value in zip(variables, from_chief(strategy, [v.value for v in variables])):
+            variable.assign(value)
+    return epoch, batch
 
 
 def _summary(results):
@@ -326,7 +388,12 @@ def main(argv=None):
     from export.cli import run_main
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    return run_main("train", _parse_cli, lambda cfg: print(_summary(run(cfg))), argv)
+    code = run_main("train", _parse_cli, lambda cfg: print(_summary(run(cfg))), argv)
+    if code == WorkerLost.exit_code:  # TensorFlow's exit would wait a minute or more for the lost worker
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 def _parse_cli(argv):
