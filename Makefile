@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+TIMM_VENV ?= .venv-timm
+TIMM_STAMP := $(TIMM_VENV)/.installed
 PYTEST_ARGS ?=
 
 .PHONY: venv test test-fast test-backends demo bench clean
@@ -16,9 +18,15 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
+# timm under PyTorch, for the checks that timm itself loads what we write (tests/test_timm_roundtrip.py).
+$(TIMM_STAMP): requirements-timm.txt
+	test -x $(TIMM_VENV)/bin/python || $(PYTHON) -m venv $(TIMM_VENV)
+	$(TIMM_VENV)/bin/python -m pip install --quiet -r requirements-timm.txt
+	touch $(TIMM_STAMP)
+
 # pytest exits 5 when it collects no test: that is a failure for us, not a pass.
-test: $(STAMP)
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+test: $(STAMP) $(TIMM_STAMP)
+	KERAS_COATNET_TIMM_PYTHON=$(TIMM_VENV)/bin/python $(PY) -m pytest -q $(PYTEST_ARGS)
 
 # The library's tests on Keras' JAX and PyTorch backends too (training/ and export/ are TensorFlow only).
 BACKENDS_STAMP := $(VENV)/.backends-installed
@@ -48,4 +56,4 @@ bench: $(STAMP)
 	$(PY) -m export.benchmark coatnet_0
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) $(TIMM_VENV) .pytest_cache build *.egg-info

@@ -15,7 +15,8 @@ from keras_coatnet.pretrained import EvalConfig, read_header
 
 PREFIXES = ("hf://", "hf-hub:")
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
-MODEL_ARGS = ("img_size", "in_chans")  # timm `model_args` a checkpoint may set; others are refused
+MODEL_ARGS = ("img_size", "in_chans", "num_classes", "global_pool", "drop_rate", "drop_path_rate")  # timm's
+# `model_args` a checkpoint may carry (the two rates act in training only); others are refused
 
 
 class HubError(OSError):
@@ -148,8 +149,11 @@ def checkpoint(source, revision=None, token=None):
     unknown = sorted(set(model_args) - set(MODEL_ARGS))
     if unknown:
         raise ValueError(f"{source}: model_args {unknown} are not supported (only {list(MODEL_ARGS)}).")
+    pool = model_args.get("global_pool", cfg.get("global_pool", "avg"))
+    if pool != "avg":
+        raise ValueError(f"{source}: global_pool {pool!r} is not supported (CoAtNet's head averages: 'avg').")
     labels = cfg.get("label_names") or pretrained_cfg.get("label_names")
-    num_classes = int(cfg.get("num_classes", pretrained_cfg.get("num_classes", 1000)))
+    num_classes = int(cfg.get("num_classes", model_args.get("num_classes", pretrained_cfg.get("num_classes", 1000))))
     if labels is not None and len(labels) != num_classes:
         raise ValueError(f"{source}: {len(labels)} label_names for {num_classes} classes.")
     return Checkpoint(source=source, weights_path=weights_path, architecture=cfg["architecture"],
@@ -214,10 +218,9 @@ def save_timm_checkpoint(model, folder, architecture=None, label_names=None, eva
     if labels is not None and len(labels) != num_classes:
         raise ValueError(f"{len(labels)} label_names for a {num_classes}-class model.")
     evals = dataclasses.replace(base, input_size=tuple(size), mean=tuple(mean), std=tuple(std))
-    config = {"architecture": architecture, "num_classes": num_classes, "num_features": None,
+    config = {"architecture": architecture, "num_classes": num_classes, "global_pool": "avg",
               "pretrained_cfg": {**evals.to_timm(channels), "num_classes": num_classes, "first_conv": "stem.conv1",
                                  "classifier": "head.fc"}}
-    config["num_features"] = int(model.get_layer("head__fc").kernel.shape[0]) if fc is not None else None
     if labels is not None:
         config["label_names"] = list(labels)
     model_args = {}

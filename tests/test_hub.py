@@ -160,9 +160,12 @@ def test_other_architectures_are_refused_in_one_line(local_hub, monkeypatch):
     assert other["like"] != _meta()["like"]
     with pytest.raises(ValueError, match=r"^Weights in .* do not match this architecture: \d+ tensors missing"):
         kc.from_pretrained("hf://timm/mislabelled")
-    publish(local_hub.root, "timm/args", model_args={"drop_rate": 0.1})
-    with pytest.raises(ValueError, match=r"^hf://timm/args: model_args \['drop_rate'\] are not supported"):
+    publish(local_hub.root, "timm/args", model_args={"window_size": 8, "drop_rate": 0.1})
+    with pytest.raises(ValueError, match=r"^hf://timm/args: model_args \['window_size'\] are not supported"):
         kc.from_pretrained("hf://timm/args")
+    publish(local_hub.root, "timm/maxpool", global_pool="max")
+    with pytest.raises(ValueError, match=r"^hf://timm/maxpool: global_pool 'max' is not supported"):
+        kc.from_pretrained("hf://timm/maxpool")
 
 
 def test_missing_repo_file_and_private_repo(local_hub):
