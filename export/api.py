@@ -118,7 +118,8 @@ def _export_into(model_or_path, out_dir, request, input_size, name, input_mean, 
         raise ExportError(f"formats {request.calibrated_formats} need --calibration "
                           "(digits, an image folder, a TFRecord or a training config)")
     calibration.check_counts(num_calib, num_heldout, calibrated=needs_calib)
-    names = class_labels(_num_outputs(model), labels, calibration_source)
+    names = class_labels(_num_outputs(model), labels if labels is not None else getattr(model, "label_names", None),
+                         calibration_source)
     with exit_on_sigterm(), tempfile.TemporaryDirectory(prefix=SCRATCH_PREFIX) as tmp, \
             tempfile.TemporaryDirectory(prefix=".coatnet_export_", dir=out_dir) as staging:
         report, failures = _export(model, request, convention, names, Path(tmp), Path(staging), out_dir)

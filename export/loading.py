@@ -21,9 +21,19 @@ def _starts_as_zip(path):
 
 
 def load_model(model_or_path):
-    """A keras.Model from a model or a ``.keras`` path; ExportError / FileNotFoundError with the reason."""
+    """A keras.Model from a model, a ``.keras`` path, or a timm checkpoint (hf://owner/repo or a folder with
+    config.json); ExportError / FileNotFoundError with the reason."""
     if isinstance(model_or_path, keras.Model):
         return model_or_path
+    from keras_coatnet import hub
+
+    if hub.is_source(model_or_path):
+        import keras_coatnet
+
+        try:
+            return keras_coatnet.from_pretrained(model_or_path)
+        except (ValueError, OSError) as e:
+            raise ExportError(str(e)) from e
     path = Path(model_or_path)
     if not path.exists():
         raise FileNotFoundError(f"model file {path} not found (expected a .keras file saved with model.save)")

@@ -237,3 +237,11 @@ def test_environment_variables_reach_the_client_and_the_converter(tmp_path, tiny
     loaded = keras.models.load_model(out)
     ours = loaded.predict(np.load(os.path.join(FIXTURE, "io.npz"))["images_nhwc"] * 127.5 + 127.5, verbose=0)
     assert ours.shape == (2, 10)
+
+
+def test_export_takes_a_timm_folder_and_writes_its_label_names(tmp_path, tiny):
+    from export.api import export_model
+
+    folder = publish(tmp_path, "me/labelled")
+    export_model(folder, tmp_path / "out", formats=["fp32"], progress=None)
+    assert (tmp_path / "out" / "labels.txt").read_text().splitlines() == LABELS
