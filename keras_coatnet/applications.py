@@ -5,7 +5,8 @@ import logging
 import os
 
 from keras_coatnet import hub, pretrained, timm_weights
-from keras_coatnet.builder import TIMM_MEAN, TIMM_STD, build_model
+from keras_coatnet.builder import build_model
+from keras_coatnet.config import TIMM_MEAN, TIMM_STD
 from keras_coatnet.registry import MODELS, get_entry
 from keras_coatnet.variants import PAPER_CONFIGS
 

@@ -9,15 +9,12 @@ import keras
 import numpy as np
 from keras import layers
 
-from keras_coatnet.config import block_plan, resolve_config
-from keras_coatnet.layers import MBConvBlock, Stem, TransformerBlock
+from keras_coatnet.config import TIMM_MEAN, TIMM_STD, block_plan, resolve_config
+from keras_coatnet.layers import MBConvBlock, Normalize, Stem, TransformerBlock
 from keras_coatnet.layers.common import halved, norm_layer
 from keras_coatnet.layers.mbconv import halves_to_ceiling
 from keras_coatnet.naming import block_index, keras_name
-from keras_coatnet.preprocessing import Normalize
 
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-TIMM_MEAN, TIMM_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
 MIN_SIZE = 32
 DEFAULT_SIZE = (224, 224)
 

@@ -11,6 +11,10 @@ CoAtNet-6/7: MBConv blocks at one width, then Transformer blocks at a wider one 
 
 import copy
 
+# Input normalization on the 0-1 scale, RGB: ImageNet's, and timm's CoAtNet default.
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+TIMM_MEAN, TIMM_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+
 CONV_DEFAULTS = {
     "block_type": "mbconv",
     "expand_ratio": 4.0,

@@ -3,31 +3,14 @@
 import functools
 import os
 
-import keras
 import numpy as np
-from keras import layers, ops
+from keras import ops
 
-from keras_coatnet.layers.common import PACKAGE
+from keras_coatnet.config import TIMM_MEAN, TIMM_STD
+from keras_coatnet.layers.normalize import Normalize
 
 DATA_DIR = os.path.join(os.path.dirname(__file__), "data")
 LABEL_FILES = {1000: "imagenet1k_labels.tsv", 11821: "imagenet12k_labels.tsv"}
-
-
-@keras.saving.register_keras_serializable(package=PACKAGE)
-class Normalize(layers.Layer):
-    """Maps raw 0-255 values to (x / 255 - mean) / std per channel. [..., C] -> [..., C], C = len(mean)."""
-
-    def __init__(self, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), **kwargs):
-        super().__init__(**kwargs)
-        self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
-
-    def call(self, x):
-        scale = np.array([1.0 / (255.0 * s) for s in self.std], "float32")
-        offset = np.array([-m / s for m, s in zip(self.mean, self.std)], "float32")
-        return x * ops.cast(scale, x.dtype) + ops.cast(offset, x.dtype)
-
-    def get_config(self):
-        return {**super().get_config(), "mean": self.mean, "std": self.std}
 
 
 def preprocess_input(x, data_format=None):
@@ -54,7 +37,7 @@ def input_mean_std(model_name=None, weights=None):
 
         entry = default_eval(model_name)
         return entry.mean, entry.std
-    return (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+    return TIMM_MEAN, TIMM_STD
 
 
 def normalize_input(x, model_name=None, weights=None):

@@ -10,7 +10,7 @@ import dataclasses
 import hashlib
 import math
 
-from keras_coatnet.builder import IMAGENET_MEAN, IMAGENET_STD, TIMM_MEAN, TIMM_STD
+from keras_coatnet.config import IMAGENET_MEAN, IMAGENET_STD, TIMM_MEAN, TIMM_STD
 from keras_coatnet.timm_weights import IGNORED_SUFFIXES
 
 HUB_OWNER = "timm"

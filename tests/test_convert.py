@@ -11,7 +11,7 @@ import pytest
 
 import keras_coatnet as kc
 from keras_coatnet import convert, registry
-from keras_coatnet.builder import TIMM_MEAN, TIMM_STD
+from keras_coatnet.config import TIMM_MEAN, TIMM_STD
 from keras_coatnet.pretrained import read_header
 from keras_coatnet.timm_weights import IGNORED_SUFFIXES
 

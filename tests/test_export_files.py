@@ -59,7 +59,7 @@ def test_normalize_layer_is_found_by_type_not_by_name(tmp_path):
     """A Normalize layer with ImageNet statistics under a name without "preprocess" / "normaliz" in it: the
     uint8-input file bakes in nothing else, so raw bytes give the Keras model's output on raw pixels."""
     from keras_coatnet.builder import build_model
-    from keras_coatnet.preprocessing import Normalize
+    from keras_coatnet.layers import Normalize
     from keras_coatnet.registry import get_entry
 
     keras.utils.set_random_seed(2)
