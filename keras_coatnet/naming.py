@@ -3,8 +3,7 @@
 Keras' PyTorch backend keeps variables in a `torch.nn.ParameterDict` keyed by their path, which refuses '.',
 so a timm module path is spelled with "__" in place of each dot: "stages.2.blocks.0" is the layer
 "stages__2__blocks__0", "head.fc" is "head__fc", a block's "mlp.fc1" is "mlp__fc1". timm's module names never
-contain "__", so the mapping runs both ways. Names written before (with dots, in older `.keras` files) map back
-unchanged.
+contain "__", so the mapping runs both ways.
 """
 
 SEP = "__"
@@ -16,7 +15,7 @@ def keras_name(timm_path):
 
 
 def timm_path(name):
-    """'stages__2__blocks__0' (or the older 'stages.2.blocks.0') -> 'stages.2.blocks.0'."""
+    """'stages__2__blocks__0' -> 'stages.2.blocks.0'."""
     return name.replace(SEP, ".")
 
 

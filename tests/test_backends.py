@@ -1,5 +1,5 @@
-"""Backend-neutral names and files: no dots in layer/variable names (Keras' torch backend refuses them), files
-written with the old dotted names still load, and a `.keras` saved on one backend loads on the others."""
+"""Backend-neutral names and files: no dots in layer/variable names (Keras' torch backend refuses them), and a
+`.keras` saved on one backend loads on the others."""
 
 import glob
 import importlib.util
@@ -18,7 +18,6 @@ from keras_coatnet.timm_weights import read_safetensors, variable_map
 
 HERE = os.path.dirname(__file__)
 ROOT = os.path.dirname(HERE)
-LEGACY = os.path.join(HERE, "fixtures", "legacy_names")
 TIMM_FIXTURES = sorted(glob.glob(os.path.join(HERE, "fixtures", "timm*", "*", "config.json")))
 BACKENDS = ("tensorflow", "jax", "torch")
 TOLERANCE = 1e-5
@@ -27,14 +26,6 @@ TOLERANCE = 1e-5
 def _config(folder):
     with open(os.path.join(folder, "config.json")) as f:
         return json.load(f)
-
-
-def _legacy_twin(name):
-    """A fresh model of the same architecture as the legacy file `name` (see legacy_names/make_legacy.py)."""
-    if name == "coatnet_micro":
-        return kc.create_model("coatnet_micro", input_shape=(64, 64, 3), classes=10)
-    cfg = _config(os.path.join(HERE, "fixtures", "timm", name))
-    return kc.from_timm_config(cfg["timm_cfg"], input_shape=(64, 64, 3), classes=cfg["num_classes"])
 
 
 def _predict(model, x):
@@ -64,26 +55,8 @@ def test_names_have_no_dots_and_map_back_to_timm_keys(config_path):
 def test_naming_is_one_reversible_mapping():
     assert naming.keras_name("stages.2.blocks.0") == "stages__2__blocks__0"
     assert naming.timm_path("head__pre_logits__fc") == "head.pre_logits.fc"
-    assert naming.timm_path("stages.1.blocks.3") == "stages.1.blocks.3"  # old names map back unchanged
-    assert naming.block_index("stages__1__blocks__3") == (1, 3) == naming.block_index("stages.1.blocks.3")
+    assert naming.block_index("stages__1__blocks__3") == (1, 3)
     assert naming.block_index("head__fc") is None
-
-
-@pytest.mark.parametrize("name", ["coatnet_micro", "tiny_coatnet_rmlp_nano_rw"])
-def test_legacy_weights_h5_loads_with_equal_outputs(name):
-    io = np.load(os.path.join(LEGACY, "io.npz"))
-    model = _legacy_twin(name)
-    model.load_weights(os.path.join(LEGACY, f"{name}.weights.h5"))
-    assert _max_abs(_predict(model, io["x"]), io[name]) <= TOLERANCE
-
-
-@pytest.mark.parametrize("name", ["coatnet_micro", "tiny_coatnet_rmlp_nano_rw"])
-def test_legacy_keras_file_loads_with_equal_outputs(name):
-    io = np.load(os.path.join(LEGACY, "io.npz"))
-    model = kc.load_model(os.path.join(LEGACY, f"{name}.keras"))
-    assert not [l.name for l in model.layers if "." in l.name]
-    assert _max_abs(_predict(model, io["x"]), io[name]) <= TOLERANCE
-    assert len(kc.feature_model(model).outputs) == 4
 
 
 LOAD_AND_PREDICT = """
@@ -111,16 +84,3 @@ def test_keras_file_saved_here_loads_on_another_backend(other, tmp_path):
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert _max_abs(np.load(out_path), _predict(model, x)) <= TOLERANCE
-
-
-def test_training_initializes_from_a_legacy_keras_file():
-    """training/ copies weights by layer name: the old dotted names must match the new ones."""
-    if keras.backend.backend() != "tensorflow":
-        pytest.skip("training/ is TensorFlow only")
-    from training.model import transfer_weights
-
-    io = np.load(os.path.join(LEGACY, "io.npz"))
-    source = keras.models.load_model(os.path.join(LEGACY, "coatnet_micro.keras"), compile=False)
-    model = _legacy_twin("coatnet_micro")
-    assert transfer_weights(source, model) == len([l for l in model.layers if l.weights])
-    assert _max_abs(_predict(model, io["x"]), io["coatnet_micro"]) <= TOLERANCE
