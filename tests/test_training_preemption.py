@@ -186,3 +186,66 @@ def test_sigterm_to_a_single_process_run_saves_at_a_step_and_the_rerun_resumes_t
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     run(parse_cli(_single_args(tmp_path / "straight"))[0])  # uninterrupted, in this process
     assert_finished_like(out, tmp_path / "straight", resumed_from=0)
+
+
+# TensorFlow's texts as they reach training.train.run (a survivor's, the issue's late joiner's, a non-chief's).
+HEARTBEATS = ("Graph execution error:\n\nDetected at node CollectiveReduceV2 defined at (most recent call last):\n"
+              '  File "trainer.py", line 154, in multi_step_on_iterator\n\nCollective ops is aborted by: Error '
+              "reported from /job:worker/task:1: The following tasks are unhealthy (stopped sending heartbeats):\n"
+              "/job:worker/replica:0/task:1\nThe tasks have crashed. Check the task logs for an earlier error.\n"
+              "\t [[{{node CollectiveReduceV2}}]] [Op:__inference_multi_step_on_iterator_13838]")
+SOCKET = ("{{function_node __wrapped__CollectiveBcastRecv_device_/job:worker/replica:0/task:0/device:CPU:0}} "
+          "Collective ops is aborted by: Socket closed [Op:CollectiveBcastRecv]")
+LEADER = ("Failed to send RPC to coordination service. Either the leader task was preempted/died/restarted "
+          "unexpectedly or this task is experiencing network issues. [type.googleapis.com/tensorflow.DerivedStatus='']")
+
+
+def test_tensorflow_errors_read_as_one_line_naming_the_lost_worker():
+    import tensorflow as tf
+
+    from training.train import _lost_worker, tf_error_text
+
+    cfg = {"output_dir": "runs/c0"}
+    lines = {k: str(_lost_worker(tf.errors.UnavailableError(None, None, text), cfg))
+             for k, text in (("heartbeats", HEARTBEATS), ("socket", SOCKET), ("leader", LEADER))}
+    assert lines["heartbeats"] == ("lost a worker of the cluster (worker 1 stopped sending heartbeats); restart every "
+                                   "worker with the same command to resume from the chief's backup in runs/c0/backup")
+    assert lines["socket"].startswith("lost a worker of the cluster (the connection to another worker failed: "
+                                      "Socket closed); restart")  # task:0 in {{...}} is the op's own device
+    assert "the chief (worker 0" in lines["leader"]
+    assert all("\n" not in line and "{{" not in line and "[Op:" not in line for line in lines.values())
+    assert _lost_worker(tf.errors.InvalidArgumentError(None, None, "Incompatible shapes: [8,10] vs. [8,11]"),
+                        cfg) is None
+    shapes = ("Graph execution error:\n\nDetected at node add defined at (most recent call last):\n  File \"a.py\", "
+              "line 1\n\nIncompatible shapes: [8,10] vs. [8,11]\n\t [[{{node add}}]] [Op:__inference_train_function_1]")
+    assert tf_error_text(tf.errors.InvalidArgumentError(None, None, shapes)) == "Incompatible shapes: [8,10] vs. [8,11]"
+
+
+def test_a_backup_cut_short_falls_back_to_the_previous_one(tmp_path):
+    """A kill or a full disk while the latest backup is written: its weights truncated (the metadata written
+    last is then the previous step's until it is removed), or its metadata not yet written; the previous pair
+    is restored instead."""
+    import keras
+
+    from training.callbacks import Backup, load_backup
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile("adam", "mse")
+    backup = Backup(str(tmp_path), sigterm=None, agree=bool, steps_per_epoch=4)
+    backup.set_model(model)
+    first = [w.copy() for w in model.get_weights()]
+    backup.save(1, 0)
+    model.set_weights([w + 1 for w in first])
+    backup.save(1, 2)
+    assert load_backup(model, str(tmp_path)) == (1, 2)
+    np.testing.assert_array_equal(model.get_weights()[0], first[0] + 1)
+
+    weights = tmp_path / "latest.weights.h5"
+    with open(weights, "r+b") as f:
+        f.truncate(weights.stat().st_size // 2)
+    assert load_backup(model, str(tmp_path)) == (1, 0)
+    np.testing.assert_array_equal(model.get_weights()[0], first[0])
+    (tmp_path / "training_metadata.json").unlink()
+    model.set_weights([w + 1 for w in first])
+    assert load_backup(model, str(tmp_path)) == (1, 0)
+    np.testing.assert_array_equal(model.get_weights()[0], first[0])

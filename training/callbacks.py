@@ -14,7 +14,8 @@ import keras
 from keras_coatnet.atomic import atomic_path, write_text
 
 log = logging.getLogger("training")
-BACKUP_WEIGHTS, BACKUP_METADATA = "latest.weights.h5", "training_metadata.json"  # keras.callbacks.BackupAndRestore's
+# (weights, metadata) of the latest backup, then of the previous one; Keras loads weights only from *.weights.h5.
+BACKUP_PAIRS = (("latest.weights.h5", "training_metadata.json"), ("previous.weights.h5", "previous_metadata.json"))
 
 
 class TrainingDiverged(RuntimeError):
@@ -94,25 +95,23 @@ class Preempted(RuntimeError):
 
 
 @contextlib.contextmanager
-def catch_sigterm():
-    """Within the block SIGTERM sets the yielded threading.Event instead of ending the process (TensorFlow's
+def catch_sigterm(requested):
+    """Within the block SIGTERM sets `requested` (a threading.Event) instead of ending the process (TensorFlow's
     coordination service, under MultiWorkerMirroredStrategy, would otherwise swallow it). Off the main thread
-    signals cannot be caught: the Event then never sets."""
-    requested = threading.Event()
+    signals cannot be caught: `requested` then never sets."""
     if threading.current_thread() is not threading.main_thread():
-        yield requested
+        yield
         return
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: requested.set())
     try:
-        yield requested
+        yield
     finally:
         signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 def _backup_pairs(directory):
-    """(weights path, metadata path) of the latest backup, then of the previous one (*.bkp)."""
-    return [(os.path.join(directory, BACKUP_WEIGHTS + s), os.path.join(directory, BACKUP_METADATA + s))
-            for s in ("", ".bkp")]
+    """(weights path, metadata path) of the latest backup, then of the previous one."""
+    return [(os.path.join(directory, w), os.path.join(directory, m)) for w, m in BACKUP_PAIRS]
 
 
 def load_backup(model, directory):
@@ -129,17 +128,19 @@ def load_backup(model, directory):
             model.load_weights(weights)
             return int(position["epoch"]), int(position.get("batch", 0))
         except (OSError, ValueError, KeyError) as e:
-            log.warning("backup %s is unreadable (%s); trying the previous one", weights, e)
+            log.warning("backup %s is unreadable: %s", weights, e)
+    if any(os.path.exists(w) for w, _ in _backup_pairs(directory)):
+        log.warning("no readable backup in %s: starting over", directory)
     return 0, 0
 
 
 class Backup(keras.callbacks.Callback):
-    """Back the training state (weights, optimizer state and step, EMA weights) up in `directory`:
-    latest.weights.h5 and training_metadata.json {"epoch": E, "batch": B} (E epochs, then B batches, done), the
-    previous pair kept as *.bkp until the new one is complete. Written at every epoch end and, once `sigterm` is
-    set on any worker, at the next batch end, a step boundary the workers agree on (`agree(flag) -> bool`, true
-    when any worker's flag is); then fit raises Preempted. Written only when `enabled` (the chief); removed when
-    fit completes.
+    """Back the training state (weights, optimizer state and step, EMA weights) up in `directory` (None: no
+    backup): latest.weights.h5 and training_metadata.json {"epoch": E, "batch": B} (E epochs, then B batches,
+    done), the previous pair (previous.*) kept until the new one is complete. Written at every epoch end and,
+    once `sigterm` is set on any worker, at the next batch end, a step boundary the workers agree on
+    (`agree(flag) -> bool`, true when any worker's flag is); then fit raises Preempted. Written only when
+    `enabled` (the chief). `sigterm`: a threading.Event (see catch_sigterm).
 
     steps_per_epoch: fit's. resume_batch: batches of the first epoch done before a restart; that epoch ends
     after the rest of them (its logged train metrics average those only).
@@ -152,7 +153,7 @@ class Backup(keras.callbacks.Callback):
         self.epoch, self.offset, self.shortened = 0, 0, False
 
     def save(self, epoch, batch):
-        if not self.enabled:
+        if not self.enabled or self.directory is None:
             return
         os.makedirs(self.directory, exist_ok=True)
         (weights, meta), (old_weights, old_meta) = _backup_pairs(self.directory)
@@ -165,6 +166,8 @@ class Backup(keras.callbacks.Callback):
 
     def _stop(self, epoch, batch):
         where = f"epoch {epoch + 1}, after batch {batch}" if batch else f"the start of epoch {epoch + 1}"
+        if self.directory is None:
+            raise Preempted(f"SIGTERM: stopped at {where}; no backup (--no-backup): a rerun starts over")
         raise Preempted(f"SIGTERM: stopped at {where}, backup in {self.directory}" + ("" if self.enabled else
                         " (on the chief)") + "; rerun the same command to resume there")
 
@@ -188,10 +191,6 @@ class Backup(keras.callbacks.Callback):
         if self.shortened:
             self.model.stop_training, self.shortened = False, False
         self.save(epoch + 1, 0)
-
-    def on_train_end(self, logs=None):
-        if self.enabled:
-            shutil.rmtree(self.directory, ignore_errors=True)
 
 
 def drop_history_from(csv_path, epoch):

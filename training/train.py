@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import sys
+import threading
 import time
 import warnings
 
@@ -101,9 +102,9 @@ def _check_output_dir(cfg, paths):
             status = json.load(f).get("status")
         raise ValueError(f"--output-dir {out} holds a finished run (metrics.json status {status}); pass --overwrite "
                          "to replace it, or choose another --output-dir")
-    from training.callbacks import BACKUP_METADATA
+    from training.callbacks import BACKUP_PAIRS
 
-    has_backup = any(os.path.exists(os.path.join(paths["backup_dir"], BACKUP_METADATA + s)) for s in ("", ".bkp"))
+    has_backup = any(os.path.exists(os.path.join(paths["backup_dir"], meta)) for _, meta in BACKUP_PAIRS)
     if not (cfg["backup"] and has_backup and os.path.exists(paths["config_json"])):
         return
     if cfg["overwrite"]:
@@ -156,7 +157,7 @@ class TensorFlowError(RuntimeError):
 
 
 _TF_NOISE = re.compile(r"\{\{[^}]*\}\}|\[\[[^]]*\]\]|\[Op:[^]]*\]|\[type\.googleapis\.com[^]]*\]|"
-                       r"Graph execution error:|Collective ops is aborted by:|Error reported from [^:]+:")
+                       r"Graph execution error:")
 
 
 def tf_error_text(exc):
@@ -169,7 +170,7 @@ def tf_error_text(exc):
 def _lost_worker(exc, cfg):
     """WorkerLost naming the worker and the backup, for a multi-worker collective or coordination error, else
     None."""
-    text = str(exc)
+    text = re.sub(r"\{\{[^}]*\}\}", " ", str(exc))  # {{function_node ... /task:0/...}} names this worker's op
     if not re.search(r"[Cc]ollective|[Cc]oordination|heartbeat|Socket closed|Connection reset|unhealthy", text):
         return None
     gone = text.find("stopped sending heartbeats")
@@ -180,7 +181,8 @@ def _lost_worker(exc, cfg):
     elif "coordination service" in text:
         why = "the chief (worker 0, which runs TensorFlow's coordination service) cannot be reached"
     else:
-        why = f"the connection to {who} failed: {tf_error_text(exc)[:200]}"
+        cause = tf_error_text(exc).replace("Collective ops is aborted by: ", "").split(" Additional GRPC error")[0]
+        why = f"the connection to {who} failed: {cause[:200]}"
     return WorkerLost(f"lost a worker of the cluster ({why}); restart every worker with the same command to resume "
                       f"from the chief's backup in {os.path.join(cfg['output_dir'], 'backup')}")
 
@@ -213,7 +215,7 @@ def _run(cfg, callbacks, restore):
     """run()'s body; `restore` (an ExitStack) undoes its process-wide changes when run() ends."""
     import tensorflow as tf
 
-    from training.strategy import any_worker, device_kind, from_chief, is_chief, make_strategy, strategy_name, task_id
+    from training.strategy import any_worker, device_kind, is_chief, make_strategy, strategy_name, task_id
 
     # The strategy first: multi-worker collectives must be set up before other TF work.
     strategy = make_strategy(cfg["strategy"], cfg["tpu"])
@@ -228,7 +230,6 @@ def _run(cfg, callbacks, restore):
     from training.model import build_model
     from training.optim import lr_schedule, make_optimizer, scaled_lr
 
-    sigterm = restore.enter_context(catch_sigterm())  # after the strategy: its coordination service sets one too
     warnings.filterwarnings("ignore", message=".*(ran out of data|`shuffle=True` was passed).*")
     kind = device_kind(strategy)
     chief = is_chief(strategy)
@@ -306,10 +307,11 @@ def _run(cfg, callbacks, restore):
     checkpoints = Checkpoints(out, "val_loss" if val_ds is not None else "loss", "min", enabled=chief)
     # The backup at each epoch end follows the history row (a rerun drops rows past the backup) and precedes the
     # EMA swap (it holds the training weights). SIGTERM stops at a step boundary, with or without a backup.
+    sigterm = threading.Event()
     cbs = [StopOnNonFinite(f"Last good checkpoint: {paths['last_model']}"),
            keras.callbacks.CSVLogger(paths["history_csv"], append=True),
-           Backup(paths["backup_dir"] if cfg["backup"] else None, sigterm, any_worker(strategy), steps,
-                  resumed_batch, enabled=chief)]
+           Backup(os.path.join(cfg["output_dir"], "backup") if cfg["backup"] else None,  # the chief's backup_dir
+                  sigterm, any_worker(strategy), steps, resumed_batch, enabled=chief)]
     if cfg["use_ema"]:
         cbs.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
     cbs.append(checkpoints)
@@ -319,8 +321,9 @@ def _run(cfg, callbacks, restore):
 
     t_fit = time.time()
     try:
-        model.fit(train_ds, epochs=int(cfg["epochs"]), initial_epoch=resumed_epoch, steps_per_epoch=steps,
-                  validation_data=val_ds, callbacks=cbs, verbose=int(cfg["verbose"]))
+        with catch_sigterm(sigterm):
+            model.fit(train_ds, epochs=int(cfg["epochs"]), initial_epoch=resumed_epoch, steps_per_epoch=steps,
+                      validation_data=val_ds, callbacks=cbs, verbose=int(cfg["verbose"]))
     except TrainingDiverged as e:
         if chief:
             _write_json(paths["metrics_json"], {**info, "status": "diverged", "error": str(e),
@@ -353,6 +356,7 @@ def _run(cfg, callbacks, restore):
         results["labels_txt"] = paths["labels_txt"]
     if chief:
         _write_json(paths["metrics_json"], results)
+        shutil.rmtree(paths["backup_dir"], ignore_errors=True)  # kept until now: a kill before resumes at the end
     return results
 
 
