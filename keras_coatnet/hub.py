@@ -171,17 +171,18 @@ def push_to_hub(folder, repo_id, token=None, private=None, commit_message="Add C
 
 
 def timm_architecture(model):
-    """timm's name for a Keras CoAtNet built by name: its registry name when timm has it, e.g.
-    'coatnet_rmlp_1_rw_224', or 'coatnet_<i>_224' for CoAtNet<i>. Raises ValueError for others."""
+    """timm's name for a Keras CoAtNet built by name (or for the model name itself): its registry name when timm
+    has it, e.g. 'coatnet_rmlp_1_rw_224', or 'coatnet_<i>_224' for CoAtNet<i> / 'coatnet_<i>'. Raises
+    ValueError for others."""
     from keras_coatnet.registry import MODELS
 
-    name = model.name
+    name = model if isinstance(model, str) else model.name
     if name.startswith("CoAtNet") and name[7:].isdigit():
         name = f"coatnet_{name[7:]}"
     for candidate in (name, f"{name}_224"):
         if MODELS.get(candidate, {}).get("family") == "timm":
             return candidate
-    raise ValueError(f"Model {model.name!r} is not a timm architecture (see keras_coatnet.list_models('timm')); "
+    raise ValueError(f"{name!r} is not a timm architecture (see keras_coatnet.list_models('timm')); "
                      "pass architecture=<timm model name> if it is one under another name.")
 
 

@@ -93,12 +93,13 @@ def test_bad_inputs_are_one_line_errors_with_exit_2(tmp_path, capsys, monkeypatc
     a_file = tmp_path / "a_file"
     a_file.write_text("x")
     assert "a_file" in _one_line_error(capsys, ["--preset", "digits", "--output-dir", str(a_file)])
-    monkeypatch.setenv("KERAS_COATNET_WEIGHTS_URL", "http://127.0.0.1:9")  # nothing listens: offline
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("KERAS_COATNET_WEIGHTS_DIR", raising=False)
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # and an empty Hub cache (conftest)
     line = _one_line_error(capsys, ["--preset", "digits", "--model", "coatnet_0_rw_224", "--weights", "imagenet",
                                     "--output-dir", str(tmp_path / "w"), "--epochs", "1", "--steps-per-epoch", "1"])
-    assert "download" in line.lower()
+    assert "hf://timm/coatnet_0_rw_224.sw_in1k: config.json is not in the Hub cache" in line
+    assert line.endswith("(HF_HUB_OFFLINE is set)")
 
 
 def test_resume_with_changed_config_says_what_differs_in_one_line(tmp_path, capsys):

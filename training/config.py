@@ -14,7 +14,8 @@ SPEC = {
     "image_size": (224, "square input size in pixels (multiple of 32)"),
     "drop_path_rate": (0.2, "stochastic depth rate (create_model drop_path_rate)"),
     "dropout_rate": (0.0, "dropout before the classifier"),
-    "weights": (None, "initial weights: 'imagenet' or a .keras / weights path (fine-tuning)"),
+    "weights": (None, "initial weights: 'imagenet', a tag, hf://owner/repo[@rev], a timm folder, or a .keras / "
+                      "weights path (fine-tuning)"),
     "freeze_backbone": (False, "train only the classifier head"),
     "sync_batchnorm": (False, "BatchNorm statistics over the global batch, not per replica"),
     "layer_decay": (None, "layer-wise LR decay factor (e.g. 0.75); None = off"),
@@ -64,6 +65,7 @@ SPEC = {
     # run
     "output_dir": ("runs/coatnet", "where checkpoints, logs and metrics go"),
     "eval_only": (False, "only evaluate `weights` on the test (else val) split"),
+    "save_timm": (False, "also write best_timm/: best.keras as a timm checkpoint (model.safetensors + config.json)"),
     "backup": (True, "back up at every epoch end and at SIGTERM (output_dir/backup); a rerun resumes there"),
     "overwrite": (False, "replace a finished run in output_dir (else refused); drop an unfinished run's backup/"),
     "verbose": (1, "Keras fit verbosity: 1 progbar, 2 one line per epoch, 0 silent"),
@@ -152,6 +154,13 @@ def validate(cfg):
             raise ValueError(f"{key}={cfg[key]} must be >= 1")
     if not 0.0 <= cfg["val_fraction"] < 1.0:
         raise ValueError(f"val_fraction={cfg['val_fraction']} must be in [0, 1)")
+    if cfg["save_timm"]:
+        from keras_coatnet.hub import timm_architecture
+
+        try:
+            timm_architecture(cfg["model"])
+        except ValueError as e:
+            raise ValueError(f"save_timm: {e}") from None
     if cfg["eval_only"] and not cfg["weights"]:
         raise ValueError("eval_only needs weights (a .keras checkpoint path or 'imagenet')")
 

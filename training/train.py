@@ -27,6 +27,7 @@ def _paths(out):
         "metrics_json": os.path.join(out, "metrics.json"),
         "eval_json": os.path.join(out, "eval.json"),
         "labels_txt": os.path.join(out, "labels.txt"),
+        "best_timm": os.path.join(out, "best_timm"),
         "config_json": os.path.join(out, "config.json"),
         "tensorboard_dir": os.path.join(out, "tensorboard"),
         "backup_dir": os.path.join(out, "backup"),
@@ -187,6 +188,19 @@ def _lost_worker(exc, cfg):
                       f"from the chief's backup in {os.path.join(cfg['output_dir'], 'backup')}")
 
 
+def _save_timm(paths, class_names):
+    """best.keras as a timm checkpoint folder (keras_coatnet.save_timm_checkpoint); returns its path."""
+    import keras
+
+    import keras_coatnet
+
+    best = keras.models.load_model(paths["best_model"], compile=False)
+    keras_coatnet.save_timm_checkpoint(best, paths["best_timm"], label_names=class_names or None)
+    log.info("timm checkpoint: %s (timm.create_model('local-dir:%s', pretrained=True))", paths["best_timm"],
+             paths["best_timm"])
+    return paths["best_timm"]
+
+
 def run(config=None, callbacks=()):
     """Train (or evaluate) as configured; return a dict of results and output paths.
 
@@ -225,7 +239,7 @@ def _run(cfg, callbacks, restore):
     from keras_coatnet.atomic import writable_folder
     from training._compat import multiworker_log_reduction
     from training.callbacks import (Backup, Checkpoints, StopOnNonFinite, TrainingDiverged, catch_sigterm,
-                                    drop_history_from, load_backup, plot_curves, read_history)
+                                    HistoryCSV, drop_history_from, load_backup, plot_curves, read_history)
     from training.data import load_data, pipeline
     from training.model import build_model
     from training.optim import lr_schedule, make_optimizer, scaled_lr
@@ -309,7 +323,7 @@ def _run(cfg, callbacks, restore):
     # EMA swap (it holds the training weights). SIGTERM stops at a step boundary, with or without a backup.
     sigterm = threading.Event()
     cbs = [StopOnNonFinite(f"Last good checkpoint: {paths['last_model']}"),
-           keras.callbacks.CSVLogger(paths["history_csv"], append=True),
+           HistoryCSV(paths["history_csv"]),
            Backup(os.path.join(cfg["output_dir"], "backup") if cfg["backup"] else None,  # the chief's backup_dir
                   sigterm, any_worker(strategy), steps, resumed_batch, enabled=chief)]
     if cfg["use_ema"]:
@@ -354,6 +368,8 @@ def _run(cfg, callbacks, restore):
                                            "metrics_json", "tensorboard_dir", "config_json")})
     if data.class_names:
         results["labels_txt"] = paths["labels_txt"]
+    if chief and cfg["save_timm"]:
+        results["best_timm"] = _save_timm(paths, data.class_names)
     if chief:
         _write_json(paths["metrics_json"], results)
         shutil.rmtree(paths["backup_dir"], ignore_errors=True)  # kept until now: a kill before resumes at the end
