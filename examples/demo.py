@@ -173,7 +173,7 @@ def run(args):
         "model": describe_model(trained["best_model"], recipe["model"]),
         "data": {"name": "digits", "source": "sklearn.datasets.load_digits (8x8, 0-16), upscaled bilinearly",
                  "train_images": trained["train_images"], "test_images": summary["test_images"],
-                 "classes": 10, "test_split": "fixed 20% per class, seed 0 (training.data.digits_arrays)"},
+                 "classes": 10, "test_split": "fixed 20% per class, seed 0 (keras_coatnet.data_files.digits_arrays)"},
         "training": {"epochs": trained["epochs"], "optimizer_steps": trained["optimizer_steps"],
                      "best": trained["best"], "fit_time_s": round(trained["fit_time_s"], 1),
                      "test_top1_last_epoch": trained["test_top1"], "recipe": recipe},

@@ -53,7 +53,7 @@ def digits_images(image_size, limit=None):
     """((x_train, y_train), (x_test, y_test)): the fixed digits split as (N, S, S, 3) 0-255 RGB and 8x8 pixels."""
     import tensorflow as tf
 
-    from training.data import digits_arrays
+    from keras_coatnet.data_files import digits_arrays
 
     splits = []
     for x, y in digits_arrays():

@@ -83,7 +83,7 @@ def _thresholds(items):
 
 
 def main(argv=None):
-    from export.cli import run_main
+    from keras_coatnet.cli import run_main
 
     return run_main("export", parse_args, _export, argv)
 

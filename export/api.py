@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from export import analyze, calibration, litert, loading, machine, metadata, validate, view
-from export.cli import SCRATCH_PREFIX
+from keras_coatnet.cli import SCRATCH_PREFIX
 from export.convention import describe, input_convention, to_model_input
 from keras_coatnet.atomic import (atomic_path, exit_on_sigterm, remove, replace, writable_folder, write_bytes,
                                   write_text)

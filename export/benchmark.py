@@ -175,7 +175,7 @@ def main(argv=None):
     p.add_argument("--no-optimize", action="store_true", help="convert the plain Keras graph (for comparison)")
     p.add_argument("--no-peer", action="store_true", help="skip the keras-cv-attention-models comparison")
     p.add_argument("--debug", action="store_true")
-    from export.cli import run_main
+    from keras_coatnet.cli import run_main
 
     return run_main("export.benchmark", p.parse_args, _benchmark, argv)
 

@@ -3,7 +3,7 @@
 A calibration source is one of:
 - ``random``: smooth random images (speed / size runs of untrained models, no labels);
 - ``digits``: sklearn digits upscaled (train split calibrates, test split validates, labels known);
-- a folder of images (`training.data.IMAGE_SUFFIXES`, searched recursively, hidden and system entries skipped as in training; DIR/CLASS/... are classes);
+- a folder of images (`keras_coatnet.data_files.IMAGE_SUFFIXES`, searched recursively, hidden and system entries skipped as in training; DIR/CLASS/... are classes);
 - a TFRecord file (or a folder / glob of them) with an encoded image under ``image``, ``image/encoded``
   or ``image_raw`` (and an optional int label under ``label`` or ``image/class/label``);
 - a training config (.yaml / .yml / .json) as ``python -m training.train --config`` reads it: ``dataset``
@@ -23,7 +23,7 @@ import numpy as np
 
 from export.errors import ExportError
 from export.images import decode_image
-from training.data import IMAGE_SUFFIXES, digits_arrays, tfrecord_files, visible
+from keras_coatnet.data_files import IMAGE_SUFFIXES, digits_arrays, tfrecord_files, visible
 
 TFRECORD_SUFFIXES = {".tfrecord", ".tfrecords", ".record"}
 CONFIG_SUFFIXES = {".yaml", ".yml", ".json"}
@@ -93,7 +93,7 @@ def stratified_split(keys, num_calib, num_heldout, seed=SEED):
 def digits_split(size, split):
     """Digits (images [N, size, size, 3] 0-255 float32, labels [N]) for split "train" or "test".
 
-    The training package's fixed split (``training.data.digits_arrays``), so the held-out images are the ones a
+    The training package's fixed split (``keras_coatnet.data_files.digits_arrays``), so the held-out images are the ones a
     model trained on digits never saw."""
     (xtr, ytr), (xte, yte) = digits_arrays()
     x, y = (xtr, ytr) if split == "train" else (xte, yte)
@@ -189,14 +189,28 @@ def _reindex(loaded, valid):
     return images, [position[k] for k in kept], labels
 
 
-def training_config_source(path):
-    """(calibration spec, held-out spec or None, tfrecord label offset) from a training config file."""
-    from training.config import resolve
+def _read_training_config(path):
+    """The data keys of a training config file (YAML or JSON, e.g. a run's resolved config.json), with the
+    trainer's defaults; the digits preset is the default data set, another preset is refused (it is resolved
+    only in the run's config.json)."""
+    import yaml
 
     try:
-        cfg = resolve(config_file=str(path))
-    except (ValueError, FileNotFoundError) as e:
+        with open(path, encoding="utf-8") as f:
+            cfg = yaml.safe_load(f) or {}
+    except (OSError, yaml.YAMLError) as e:
         raise ExportError(f"training config {path}: {str(e).splitlines()[0]}") from None
+    if not isinstance(cfg, dict):
+        raise ExportError(f"training config {path}: expected a mapping of options")
+    if cfg.get("preset") not in (None, "digits") and "dataset" not in cfg:
+        raise ExportError(f"training config {path} names preset {cfg['preset']!r}: pass the run's config.json "
+                          "(output_dir/config.json), which has it resolved")
+    return cfg
+
+
+def training_config_source(path):
+    """(calibration spec, held-out spec or None, tfrecord label offset) from a training config file."""
+    cfg = _read_training_config(path)
     dataset = str(cfg.get("dataset", "digits"))
     if dataset == "digits":
         return "digits", None, 0

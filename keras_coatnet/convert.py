@@ -152,7 +152,7 @@ def convert(args):
 
 
 def main(argv=None):
-    from export.cli import run_main
+    from keras_coatnet.cli import run_main
 
     logging.basicConfig(format="%(message)s")
     logging.getLogger("keras_coatnet").setLevel(logging.INFO)

@@ -1,4 +1,4 @@
-"""The one CLI runner (export.cli): exit codes and one-line messages, used by every command of the project."""
+"""The one CLI runner (keras_coatnet.cli): exit codes and one-line messages, used by every command of the project."""
 
 import subprocess
 import sys
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from export.cli import run_main
+from keras_coatnet.cli import run_main
 from export.errors import ExportError, ValidationError
 from training.callbacks import TrainingDiverged
 from training.strategy import StrategyUnavailable
@@ -35,18 +35,32 @@ def test_exit_codes_and_one_line(exc, code, line, capsys):
 
 
 def test_every_command_uses_the_one_runner():
-    """No command prints its own error lines: only export/cli.py writes ": error:"."""
+    """No command prints its own error lines: only keras_coatnet/cli.py writes ": error:"."""
     sources = [p for d in ("export", "training", "keras_coatnet", "examples") for p in (ROOT / d).rglob("*.py")]
     printing = [str(p.relative_to(ROOT)) for p in sources
                 if "error: " in p.read_text() and "print(" in p.read_text() and p.name != "cli.py"
                 and any("print(f\"error" in line or "print(\"error" in line or ": error: " in line
                         for line in p.read_text().splitlines())]
     assert printing == []
-    mains = ["export/__main__.py", "training/train.py", "keras_coatnet/convert.py", "examples/cli.py"]
-    assert all("run_main" in (ROOT / m).read_text() for m in mains)
+
+
+@pytest.mark.parametrize("entry, prog, argv", [
+    ("export.__main__", "export", ["/nonexistent/m.keras", "/tmp/out", "--formats", "fp32"]),
+    ("training.train", "train", ["--weights", "/nonexistent/w.keras", "--preset", "digits", "--epochs", "1"]),
+    ("keras_coatnet.convert", "convert", ["coatnet_micro", "/nonexistent/c.safetensors", "/tmp/o.keras"]),
+])
+def test_every_command_answers_bad_input_with_one_line_and_exit_2(entry, prog, argv, capsys, tmp_path,
+                                                                  monkeypatch):
+    import importlib
+
+    monkeypatch.chdir(tmp_path)
+    assert importlib.import_module(entry).main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"{prog}: error: ") and "nonexistent" in err[0], err
 
 
 def test_tflite_predict_imports_no_tensorflow():
-    code = "import sys, examples.tflite_predict; print('tensorflow' in sys.modules, 'keras' in sys.modules)"
+    code = ("import sys, examples.tflite_predict as t; code = t.main(['/nonexistent.tflite', '/x.jpg']); "
+            "print(code, 'tensorflow' in sys.modules, 'keras' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert out.stdout.split() == ["False", "False"], out.stderr[-2000:]
+    assert out.stdout.split() == ["2", "False", "False"], out.stderr[-2000:]  # its one-line error, no TF

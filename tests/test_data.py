@@ -8,7 +8,8 @@ import tensorflow as tf
 from tests.training_utils import image_bytes, write_image_folder
 from training import config as config_lib
 from training.augment import RandomResizedCrop, batch_augmenter
-from training.data import digits_arrays, load_data, load_folder_data, load_tfrecord_data, pipeline
+from keras_coatnet.data_files import digits_arrays
+from training.data import load_data, load_folder_data, load_tfrecord_data, pipeline
 
 
 def _cfg(**kw):

@@ -40,7 +40,7 @@ def test_bad_argument_is_one_line_and_makes_no_run_dir(tmp_path):
 def _digits_test_images(size):
     import tensorflow as tf
 
-    from training.data import digits_arrays
+    from keras_coatnet.data_files import digits_arrays
 
     _, (x, y) = digits_arrays()
     return tf.image.resize(np.repeat(x, 3, axis=-1), (size, size), method="bilinear").numpy(), y

@@ -13,12 +13,11 @@ from typing import Callable, Optional
 import numpy as np
 import tensorflow as tf
 
+from keras_coatnet.data_files import IMAGE_SUFFIXES, digits_arrays, tfrecord_files, visible
 from training.augment import RandomResizedCrop, batch_augmenter, eval_resize, stream_seed
 
 log = logging.getLogger("training")
 AUTOTUNE = tf.data.AUTOTUNE
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")  # what tf.io.decode_image reads; export uses them too
-DIGITS_TEST_FRACTION = 0.2  # fixed held-out digits test split: 360 of 1797 images, stratified, seed 0
 
 
 @dataclasses.dataclass
@@ -95,19 +94,6 @@ def _readable(ds, decode):
 
 # --- digits -----------------------------------------------------------------------------------
 
-def digits_arrays():
-    """sklearn's 8x8 digits as ((train_x, train_y), (test_x, test_y)); x (N, 8, 8, 1) in [0, 255].
-
-    The test split is fixed: 20% per class, chosen with seed 0.
-    """
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    d = load_digits()
-    x = (d.images[..., None] * (255.0 / 16.0)).astype(np.float32)
-    xtr, xte, ytr, yte = train_test_split(x, d.target.astype(np.int64), test_size=DIGITS_TEST_FRACTION,
-                                          stratify=d.target, random_state=0)
-    return (xtr, ytr), (xte, yte)
 
 
 def load_digits_data(cfg):
@@ -122,9 +108,6 @@ def load_digits_data(cfg):
 
 # --- image folder -----------------------------------------------------------------------------
 
-def visible(name):
-    """False for hidden and system entries (.ipynb_checkpoints, .DS_Store, ._x.jpg, __MACOSX)."""
-    return not name.startswith((".", "__MACOSX"))
 
 
 def list_image_folder(root):
@@ -202,15 +185,6 @@ _FEATURES = {
 }
 
 
-def tfrecord_files(spec):
-    """Sorted TFRecord files from a file, a directory (all files in it) or a glob pattern (gs:// too)."""
-    if tf.io.gfile.isdir(spec):
-        files = sorted(os.path.join(spec, f) for f in tf.io.gfile.listdir(spec) if not f.startswith("."))
-    else:
-        files = sorted(tf.io.gfile.glob(spec))
-    if not files:
-        raise FileNotFoundError(f"no TFRecord files match {spec}")
-    return files
 
 
 def _tfrecord_split(spec, cfg):

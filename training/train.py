@@ -404,8 +404,8 @@ TRAIN_EXTRA = {"yaml": "pyyaml", "sklearn": "scikit-learn", "matplotlib": "matpl
 
 
 def main(argv=None):
-    """CLI entry point (keras-coatnet-train). Errors are one line unless --debug (``export.cli``)."""
-    from export.cli import run_main
+    """CLI entry point (keras-coatnet-train). Errors are one line unless --debug (``keras_coatnet.cli``)."""
+    from keras_coatnet.cli import run_main
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     code = run_main("train", _parse_cli, lambda cfg: print(_summary(run(cfg))), argv)

@@ -26,7 +26,7 @@ def _is_user_error(exc):
     return isinstance(exc, (ValueError, OSError)) or hasattr(exc, "exit_code")
 
 
-SCRATCH_PREFIX = "coatnet_export_"  # the export's scratch folder in the system's temporary directory
+SCRATCH_PREFIX = "coatnet_export_"  # a command's scratch folder in the system's temporary directory
 DISK_FULL = ("No space left on device", "File too large", "Disk quota exceeded")
 _PATH = re.compile(r"(/[^\s;,'\"]+)")
 
