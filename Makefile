@@ -30,7 +30,8 @@ test: $(STAMP) $(TIMM_STAMP)
 
 # The library's tests on Keras' JAX and PyTorch backends too (training/ and export/ are TensorFlow only).
 BACKENDS_STAMP := $(VENV)/.backends-installed
-BACKEND_TESTS := tests/test_models.py tests/test_errors.py tests/test_parity.py tests/test_backends.py tests/test_run_time_size.py
+BACKEND_TESTS := tests/test_models.py tests/test_errors.py tests/test_parity.py tests/test_backends.py tests/test_run_time_size.py \
+                 tests/test_layers.py
 # What depends on the backend: parity on every fixture, save/load (across backends too), errors, fit, mixed
 # precision. Backend-neutral checks (parameter counts, signatures, name lists) and the full-size CoAtNet-0 builds
 # and XLA / torch.compile runs (minutes each on 2 cores) run under TensorFlow only.

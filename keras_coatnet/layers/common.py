@@ -344,5 +344,8 @@ class LayerScale(layers.Layer):
     def call(self, x):
         return x * ops.cast(self.gamma, x.dtype)
 
+    def compute_output_shape(self, shape):
+        return tuple(shape)
+
     def get_config(self):
         return {**super().get_config(), "init_values": self.init_values}

@@ -41,6 +41,9 @@ class SqueezeExcite(layers.Layer):
         s = self.fc2(self.act(self.fc1(s)))
         return x * ops.sigmoid(s)
 
+    def compute_output_shape(self, shape):
+        return tuple(shape)
+
     def get_config(self):
         return {**super().get_config(), "reduced_dim": self.reduced_dim, "act_layer": self.act_layer}
 

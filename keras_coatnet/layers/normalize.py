@@ -21,5 +21,8 @@ class Normalize(layers.Layer):
         offset = np.array([-m / s for m, s in zip(self.mean, self.std)], "float32")
         return x * ops.cast(scale, x.dtype) + ops.cast(offset, x.dtype)
 
+    def compute_output_shape(self, shape):
+        return tuple(shape)
+
     def get_config(self):
         return {**super().get_config(), "mean": self.mean, "std": self.std}
