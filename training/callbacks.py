@@ -1,6 +1,7 @@
 """Training callbacks: NaN/Inf guard, best/last .keras checkpoints, backup and preemption, loss/accuracy curves."""
 import contextlib
 import csv
+import io
 import json
 import logging
 import math
@@ -193,9 +194,37 @@ class Backup(keras.callbacks.Callback):
         self.save(epoch + 1, 0)
 
 
+class HistoryCSV(keras.callbacks.Callback):
+    """history.csv as keras.callbacks.CSVLogger(path, append=True) writes it (epoch, then the logs' keys sorted;
+    val_ columns of "NA" when there is no validation), rewritten whole through an atomic write at each epoch end:
+    a full disk or a kill leaves the rows before, never a partial one. An existing file keeps its columns."""
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = path
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        text = ""
+        if os.path.exists(self.path):
+            with open(self.path, newline="") as f:
+                text = f.read()
+        header = next(csv.reader(text.splitlines()[:1]), None)
+        rows = io.StringIO()
+        writer = csv.writer(rows)
+        if header:
+            keys = header[1:]
+        else:
+            keys = sorted(logs)
+            keys += [] if any(k.startswith("val_") for k in keys) else [f"val_{k}" for k in keys]
+            writer.writerow(["epoch", *keys])
+        writer.writerow([epoch, *(logs.get(k, "NA") for k in keys)])
+        write_text(self.path, text + rows.getvalue())
+
+
 def drop_history_from(csv_path, epoch):
-    """Remove the rows of epochs >= `epoch` (0-based) from a CSVLogger file: a run resumed at `epoch` logs them
-    again."""
+    """Remove the rows of epochs >= `epoch` (0-based) from a history.csv (HistoryCSV): a run resumed at `epoch`
+    logs them again."""
     if not os.path.exists(csv_path):
         return
     with open(csv_path, newline="") as f:
@@ -207,14 +236,14 @@ def drop_history_from(csv_path, epoch):
 
 
 def read_history(csv_path):
-    """History CSV (keras.callbacks.CSVLogger) as {column: [values]}, rows in file order."""
+    """history.csv (HistoryCSV) as {column: [values]}, rows in file order."""
     with open(csv_path) as f:
         rows = list(csv.DictReader(f))
 
     def number(v):
         try:
             return float(v)
-        except (TypeError, ValueError):  # CSVLogger writes "NA" for a missing value
+        except (TypeError, ValueError):  # "NA" for a missing value
             return float("nan")
 
     return {k: [number(r[k]) for r in rows] for k in (rows[0] if rows else {})}
