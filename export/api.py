@@ -122,8 +122,11 @@ def _export_into(model_or_path, out_dir, request, input_size, name, input_mean, 
                          calibration_source)
     with exit_on_sigterm(), tempfile.TemporaryDirectory(prefix=SCRATCH_PREFIX) as tmp, \
             tempfile.TemporaryDirectory(prefix=".coatnet_export_", dir=out_dir) as staging:
-        report, failures = _export(model, request, convention, names, Path(tmp), Path(staging), out_dir)
-        _publish(Path(staging), out_dir, report, names, request.name)
+        try:
+            report, failures = _export(model, request, convention, names, Path(tmp), Path(staging), out_dir)
+            _publish(Path(staging), out_dir, report, names, request.name)
+        except OSError as e:
+            raise _named_in(e, Path(staging), out_dir) from e
     if failures and strict:
         raise failures[0] if len(failures) == 1 else type(failures[0])(
             "; ".join(str(f) for f in failures))
@@ -255,18 +258,30 @@ def _previous_files(out_dir, name):
 
 
 def _publish(staging, out_dir, report, names, name):
-    """Moves the staged files into ``out_dir``, removes an earlier export's files not written now, then writes
-    labels.txt and report.json (the manifest, last)."""
+    """Writes labels.txt and report.json (the manifest) into ``staging``, moves every staged file into
+    ``out_dir`` (renames: nothing there changes until every file is written whole, report.json last), then
+    removes an earlier export's files not written now."""
     write_text(staging / LABELS, "\n".join(names) + "\n")
     written = sorted(p.name for p in staging.iterdir())
     report["files"] = {f: dict(zip(("bytes", "sha256"), _digest(staging / f))) for f in written}
     report["files"][REPORT] = {"bytes": None, "sha256": None}  # this file
-    for f in written:
-        replace(staging / f, out_dir / f)
-    stale = sorted(f for f in _previous_files(out_dir, name) - set(report["files"]) if remove(out_dir / f))
+    stale = sorted(f for f in _previous_files(out_dir, name) - set(report["files"])
+                   if (out_dir / f).exists() or (out_dir / f).is_symlink())
     report["labels"] = str(out_dir / LABELS)
     report["removed_stale_files"] = stale
-    write_text(out_dir / REPORT, json.dumps(report, indent=2))
+    write_text(staging / REPORT, json.dumps(report, indent=2))
+    for f in [*written, REPORT]:
+        replace(staging / f, out_dir / f)
+    for f in stale:
+        remove(out_dir / f)
+
+
+def _named_in(error, staging, out_dir):
+    """``error`` with a file under ``staging`` named as its place in ``out_dir`` (the name the user asked for)."""
+    where = error.filename and Path(error.filename)
+    if not where or staging not in where.parents:
+        return error
+    return type(error)(error.errno, error.strerror, str(out_dir / where.relative_to(staging)))
 
 
 def _summary(m):

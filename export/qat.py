@@ -93,6 +93,7 @@ def export_qat(model, request, convention, samples, calib_in):
     calibration images [N, H, W, 3] as the exported input takes them."""
     from export import calibration
     from export.convention import to_model_input
+    from keras_coatnet.cli import SCRATCH_PREFIX
     from export.errors import ExportError
     from export.formats import configure, convert
     from export.serving import Serving
@@ -116,7 +117,7 @@ def export_qat(model, request, convention, samples, calib_in):
         fwd = view.keras_forward(qat_model)
     qat_serving = Serving(qat_model, fwd, size, request.uint8_input, convention)
     rep = calibration.representative(calib_in, request.input_dtype)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(prefix=SCRATCH_PREFIX) as tmp:
         sm = qat_serving.write_saved_model(Path(tmp) / "sm")
         conv = configure(qat_serving.converter(sm), "qat_int8", rep, request.io_type,
                          float_input=not request.uint8_input)
