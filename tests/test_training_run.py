@@ -75,10 +75,24 @@ def test_finetune_frozen_backbone_with_layer_decay(digits_run, tmp_path):
     assert int(dst.optimizer.iterations) == r["optimizer_steps"] == 3
 
 
+class _NaNWeightsAt(keras.callbacks.Callback):
+    """Makes the first weight NaN before global step `step` (0-based): that step's loss is NaN."""
+
+    def __init__(self, step):
+        super().__init__()
+        self.step, self.seen = step, 0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.seen == self.step:
+            w = self.model.trainable_weights[0]
+            w.assign(np.full(w.shape, np.nan, "float32"))
+        self.seen += 1
+
+
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
-    cfg = tiny_config(tmp_path, epochs=3, steps_per_epoch=3, debug_nan_at_step=4)
+    cfg = tiny_config(tmp_path, epochs=3, steps_per_epoch=3)
     with pytest.raises(TrainingDiverged, match="epoch 2, batch 2"):
-        run(cfg)
+        run(cfg, callbacks=[_NaNWeightsAt(4)])
     with open(tmp_path / "metrics.json") as f:
         m = json.load(f)
     assert m["status"] == "diverged" and "nan" in m["error"].lower()

@@ -69,12 +69,11 @@ SPEC = {
     "backup": (True, "back up at every epoch end and at SIGTERM (output_dir/backup); a rerun resumes there"),
     "overwrite": (False, "replace a finished run in output_dir (else refused); drop an unfinished run's backup/"),
     "verbose": (1, "Keras fit verbosity: 1 progbar, 2 one line per epoch, 0 silent"),
-    "debug_nan_at_step": (None, "testing hook: feed a NaN batch at this global step"),
 }
 DEFAULTS = {k: v[0] for k, v in SPEC.items()}
 # Flag value types where the default (None) does not say; "none" gives None for these and for clipnorm.
 OPTIONAL_TYPES = {"weights": str, "layer_decay": float, "train_data": str, "val_data": str, "test_data": str,
-                  "num_classes": int, "steps_per_epoch": int, "tpu": str, "debug_nan_at_step": int}
+                  "num_classes": int, "steps_per_epoch": int, "tpu": str}
 NULLABLE = set(OPTIONAL_TYPES) | {"clipnorm"}
 STRATEGIES = ("auto", "onedevice", "mirrored", "multiworker", "tpu")
 

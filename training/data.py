@@ -273,12 +273,11 @@ def _options(deterministic):
     return opts
 
 
-def pipeline(split, cfg, global_batch, num_classes, training, nan_at_step=None):
+def pipeline(split, cfg, global_batch, num_classes, training):
     """Batched (images (B,S,S,3) float32 0-255, one-hot labels (B,classes)) for a Split.
 
     training: shuffle, repeat forever, RandomResizedCrop + batch augmentation, drop remainder.
     Otherwise: one ordered pass, resize + center crop, last partial batch kept.
-    nan_at_step: testing hook, the batch at this index is all NaN.
     """
     size = int(cfg["image_size"])
     ds = split.ds
@@ -288,8 +287,6 @@ def pipeline(split, cfg, global_batch, num_classes, training, nan_at_step=None):
         ds = ds.map(lambda raw, y: (crop(split.decode(raw)), y), num_parallel_calls=AUTOTUNE)
         ds = ds.ignore_errors(log_warning=True).batch(global_batch, drop_remainder=True)
         ds = ds.map(batch_augmenter(cfg, num_classes), num_parallel_calls=AUTOTUNE)
-        if nan_at_step is not None:
-            ds = ds.enumerate().map(lambda i, b: (tf.where(i == nan_at_step, np.nan, b[0]), b[1]))
     else:
         ds = ds.map(lambda raw, y: (eval_resize(split.decode(raw), size, float(cfg["crop_pct"])),
                                     tf.one_hot(y, num_classes)), num_parallel_calls=AUTOTUNE)

@@ -10,7 +10,7 @@ log = logging.getLogger("training")
 
 
 def transfer_weights(src, dst):
-    """Copy weights from src to dst for layers with the same name (old dotted names match the new ones) and
+    """Copy weights from src to dst for layers with the same name and
     weight shapes; returns count."""
     src_layers = {timm_path(layer.name): layer for layer in src.layers}
     copied = 0

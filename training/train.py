@@ -91,7 +91,7 @@ def _write_json(path, obj):
 
 
 # Settings that may change between an interrupted run and its resumption.
-RESUMABLE_CHANGES = ("verbose", "overwrite", "debug_nan_at_step", "eval_only", "config", "preset")
+RESUMABLE_CHANGES = ("verbose", "overwrite", "eval_only", "config", "preset")
 
 
 def _check_output_dir(cfg, paths):
@@ -298,7 +298,7 @@ def _run(cfg, callbacks, restore):
     # Only the chief keeps a backup; every worker resumes from it.
     position = load_backup(model, paths["backup_dir"]) if cfg["backup"] and chief else (0, 0)
     resumed_epoch, resumed_batch = position = _share_chief_state(strategy, model, position)
-    train_ds = pipeline(data.train, cfg, global_batch, data.num_classes, True, cfg["debug_nan_at_step"])
+    train_ds = pipeline(data.train, cfg, global_batch, data.num_classes, True)
     if position != (0, 0):
         log.info("resuming from the backup at epoch %d, batch %d", resumed_epoch + 1, resumed_batch)
         if cfg["deterministic"]:  # the same batches as an uninterrupted run: skip those trained on
