@@ -9,6 +9,7 @@ expects is read from the file's export metadata (``export.metadata``): raw 0-255
 scale gets those values quantized, one without (``--uint8-input``) the bytes as they are. Scores are
 dequantized with the output's scale and zero point. Labels come from --labels, else the file's metadata,
 else labels.txt next to the model (line i = class i). A file without export metadata is fed raw 0-255 values.
+A model whose size or sha256 differs from the export's report.json beside it is refused as truncated or corrupt.
 """
 
 import argparse
@@ -96,15 +97,17 @@ def predict(model_path, image_path, labels_path=None, top=5, threads=2):
         raise FileNotFoundError(f"model {model_path} not found")
     from ai_edge_litert.interpreter import Interpreter
 
+    from export.metadata import check_manifest, read as read_metadata
+
+    check_manifest(model_path)
     try:
         it = Interpreter(model_path=model_path, num_threads=threads)
         it.allocate_tensors()
-    except (ValueError, RuntimeError) as e:
-        raise ValueError(f"cannot load {model_path} as a TFLite model: {str(e).strip().splitlines()[0]}") from None
-    from export.metadata import read as read_metadata
-
-    with open(model_path, "rb") as f:
-        meta = read_metadata(f.read()) or {}
+        with open(model_path, "rb") as f:
+            meta = read_metadata(f.read()) or {}
+    except Exception:  # noqa: BLE001 - LiteRT / flatbuffers raise several types for a damaged file
+        raise ValueError(f"{model_path} is truncated or corrupt (or not a .tflite file): LiteRT cannot load it as "
+                         "a TFLite model") from None
     inp, out = it.get_input_details()[0], it.get_output_details()[0]
     _, height, width, channels = inp["shape"]
     if channels != 3:

@@ -1,7 +1,6 @@
 """``export_model``: a trained CoAtNet -> validated SavedModel / TFLite files + labels.txt + report.json."""
 
 import dataclasses
-import hashlib
 import json
 import os
 import shutil
@@ -234,18 +233,6 @@ def _export(model, request, convention, names, tmp, staging, out_dir):
     return report, failures
 
 
-def _digest(path):
-    """(bytes, sha256 hex) of a file, or of a folder's files in sorted order."""
-    path = Path(path)
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    h, total = hashlib.sha256(), 0
-    for f in files:
-        data = f.read_bytes()
-        h.update(str(f.relative_to(path) if path.is_dir() else f.name).encode() + b"\0" + data)
-        total += len(data)
-    return total, h.hexdigest()
-
-
 def _previous_files(out_dir, name):
     """Files an earlier export left in ``out_dir``: its manifest (report.json "files") and this model's formats."""
     found = {f"{name}{fmt.suffix}" for fmt in FORMATS.values()}
@@ -263,7 +250,7 @@ def _publish(staging, out_dir, report, names, name):
     removes an earlier export's files not written now."""
     write_text(staging / LABELS, "\n".join(names) + "\n")
     written = sorted(p.name for p in staging.iterdir())
-    report["files"] = {f: dict(zip(("bytes", "sha256"), _digest(staging / f))) for f in written}
+    report["files"] = {f: dict(zip(("bytes", "sha256"), metadata.digest(staging / f))) for f in written}
     report["files"][REPORT] = {"bytes": None, "sha256": None}  # this file
     stale = sorted(f for f in _previous_files(out_dir, name) - set(report["files"])
                    if (out_dir / f).exists() or (out_dir / f).is_symlink())

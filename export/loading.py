@@ -38,8 +38,8 @@ def load_model(model_or_path):
     if not path.exists():
         raise FileNotFoundError(f"model file {path} not found (expected a .keras file saved with model.save)")
     if path.suffix == ".keras" and not zipfile.is_zipfile(path) and _starts_as_zip(path):
-        raise ExportError(f"{path} is a truncated or damaged .keras archive ({path.stat().st_size} bytes, the zip's "
-                          "end is missing: an interrupted save, copy or download?); save or copy it again")
+        raise ExportError(f"{path} is truncated or corrupt ({path.stat().st_size} bytes, the end of its zip archive "
+                          "is missing: an interrupted save, copy or download?); save or copy it again")
     if path.suffix != ".keras" or not zipfile.is_zipfile(path):
         raise ExportError(f"{path} is not a Keras v3 .keras archive (save the model with model.save('m.keras'))")
     import keras_coatnet  # noqa: F401 - registers the CoAtNet layers for deserialization
@@ -47,8 +47,23 @@ def load_model(model_or_path):
     try:
         return keras.models.load_model(path, compile=False)
     except Exception as e:  # noqa: BLE001 - Keras raises many types for corrupt archives
+        if _damaged(e):
+            raise ExportError(f"{path} is truncated or corrupt (its zip archive is complete, but a file in it "
+                              f"does not read back: {type(e).__name__}); save or copy it again") from e
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ExportError(f"cannot load {path}: {first}") from e
+
+
+def _damaged(exc):
+    """Whether ``exc`` (from keras.models.load_model) says the archive's bytes are bad: a zip CRC / inflate error,
+    a short read, or an error raised inside h5py (the weights file)."""
+    import zlib
+
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    inside = tb.tb_frame.f_globals.get("__name__", "") if tb is not None else ""
+    return isinstance(exc, (zipfile.BadZipFile, zlib.error, EOFError)) or inside.split(".")[0] == "h5py"
 
 
 def check_coatnet(model):

@@ -6,7 +6,9 @@ or (x / 255 - mean) / std), the labels (line i = class i) and the format, so an 
 ``flatbuffers`` package (a dependency of ai-edge-litert); ``add`` uses TensorFlow's flatbuffer utilities.
 """
 
+import hashlib
 import json
+from pathlib import Path
 
 METADATA_NAME = "keras_coatnet_export"
 
@@ -69,3 +71,32 @@ def read(tflite_bytes):
             return None
         return json.loads(data.decode("utf-8"))
     return None
+
+
+def digest(path):
+    """(bytes, sha256 hex) of a file, or of a folder's files in sorted order, as report.json's "files" (the
+    manifest) lists them: the hash runs over each file's name (relative path in a folder), a NUL, its bytes."""
+    path = Path(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    h, total = hashlib.sha256(), 0
+    for f in files:
+        data = f.read_bytes()
+        h.update(str(f.relative_to(path) if path.is_dir() else f.name).encode() + b"\0" + data)
+        total += len(data)
+    return total, h.hexdigest()
+
+
+def check_manifest(path, report_name="report.json"):
+    """Raises ValueError '... is truncated or corrupt ...' when the export's report.json beside ``path`` lists
+    it with another size or sha256; nothing when there is no such report or entry."""
+    path = Path(path)
+    report = path.parent / report_name
+    try:
+        entry = json.loads(report.read_text())["files"][path.name]
+        want = (int(entry["bytes"]), str(entry["sha256"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    got = digest(path)
+    if got != want:
+        raise ValueError(f"{path} is truncated or corrupt: {got[0]} bytes, not the {want[0]} bytes of sha256 "
+                         f"{want[1][:12]}... that {report} lists; export or copy it again")

@@ -57,12 +57,42 @@ def disk_full(exc):
     return f"cannot write {where}: {cause}{hint}"
 
 
+LIBRARIES = {"tensorflow": "TensorFlow", "tensorflow_core": "TensorFlow", "ai_edge_litert": "LiteRT",
+             "tflite_runtime": "LiteRT", "h5py": "h5py", "safetensors": "safetensors"}
+_TF_DECORATION = re.compile(r"\{\{[^}]*\}\}|\[Op:[^\]]*\]|\bname: *$")
+
+
+def raised_in_library(exc):
+    """The LIBRARIES name of the package that raised ``exc`` (its class's module or its innermost frame's),
+    else None. Errors the project raises itself (with ``exit_code``) are never a library's."""
+    if hasattr(exc, "exit_code"):
+        return None
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    modules = [type(exc).__module__, tb.tb_frame.f_globals.get("__name__", "") if tb is not None else ""]
+    return next((LIBRARIES[m.split(".")[0]] for m in modules if m.split(".")[0] in LIBRARIES), None)
+
+
+def _gist(exc, width=160):
+    """The first line of ``exc`` without TensorFlow's {{function_node ...}} / [Op:...] decorations, at most
+    ``width`` characters."""
+    lines = [line for line in (" ".join(_TF_DECORATION.sub(" ", l).split()) for l in str(exc).splitlines()) if line]
+    text = lines[0] if lines else type(exc).__name__
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
 def message(exc):
-    """One line for ``exc``: a full disk's file and cause (``disk_full``); a user error's whole message on one
-    line; another error's first line, its type and the --debug hint."""
+    """One line for ``exc``: a full disk's file and cause (``disk_full``); for an error raised inside TensorFlow,
+    LiteRT, h5py or safetensors (``raised_in_library``), the library's name and the gist of its first line
+    (``_gist``), its type and the --debug hint; a user error's whole message on one line; another error's first
+    line, its type and the --debug hint."""
     full = disk_full(exc)
     if full is not None:
         return full
+    library = raised_in_library(exc)
+    if library is not None:
+        return f"{library} failed: {_gist(exc)} ({type(exc).__name__}; rerun with --debug for the traceback)"
     if _is_user_error(exc):
         return " ".join(str(exc).split()) or type(exc).__name__
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
