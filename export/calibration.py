@@ -11,12 +11,14 @@ A calibration source is one of:
   and ``tfrecord_label_offset``.
 Calibration and held-out images are disjoint and sampled across classes: round-robin over the classes
 (folder, label or digit) in a seeded random order. Images are RGB float32 in 0-255, resized to the export
-size: [N, H, W, 3]; files are decoded by ``export.images.decode_image``.
+size: [N, H, W, 3]; files are decoded by ``export.images.decode_image``; an unreadable file is skipped with a
+warning naming it.
 """
 
 import collections
 import dataclasses
 import glob
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +27,7 @@ from export.errors import ExportError
 from export.images import decode_image
 from keras_coatnet.data_files import IMAGE_SUFFIXES, digits_arrays, tfrecord_files, visible
 
+log = logging.getLogger("export")
 TFRECORD_SUFFIXES = {".tfrecord", ".tfrecords", ".record"}
 CONFIG_SUFFIXES = {".yaml", ".yml", ".json"}
 IMAGE_KEYS = ("image", "image/encoded", "image_raw")
@@ -122,8 +125,8 @@ def _folder_catalog(folder):
             try:
                 images.append(decode_image(files[i]))
                 kept.append(i)
-            except ValueError:
-                continue  # unreadable files are skipped; an all-unreadable source is an error below
+            except ValueError:  # skipped, as training skips them; an all-unreadable source is an error below
+                log.warning("skipping unreadable image %s", files[i])
         return images, kept, None
 
     return keys, load

@@ -6,6 +6,7 @@ good files unchanged and loadable.
 The fault: while one chosen call runs (the k-th atomic write of a file name, or a Keras writer), the process's
 soft RLIMIT_FSIZE is lowered (SIGXFSZ ignored, so a write past it fails with EFBIG as on a full disk), then
 restored. One subprocess walks all the steps of one command; steps run the CLI's ``main`` in-process.
+Also here: readable lines for a library's error and a damaged file, and odd images in every image reader.
 """
 
 import hashlib
@@ -168,7 +169,8 @@ EXPORT_FAULTS = {
     "keras_saved_model": ("saved_model", {"target": ATOMIC, "match": "keras_saved_model"}, "scratch/keras_saved_model"),
     "view_saved_model": ("fp32", {"target": ATOMIC, "match": "saved_model_0"}, "scratch/saved_model_0"),
     "qat_saved_model": ("qat_int8", {"target": ATOMIC, "match": "sm"}, "scratch/sm"),
-    **{fmt: (fmt, {"target": ATOMIC, "match": NAME + suffix}, "out/" + NAME + suffix) for fmt, suffix in TFLITE.items()},
+    **{fmt: (fmt, {"target": ATOMIC, "match": NAME + suffix}, "out/" + NAME + suffix)
+       for fmt, suffix in TFLITE.items()},
     "labels": ("fp16", {"target": ATOMIC, "match": "labels.txt"}, "out/labels.txt"),
     "report": ("fp16", {"target": ATOMIC, "match": "report.json"}, "out/report.json"),
 }
@@ -199,6 +201,7 @@ def export_walk(tmp_path_factory):
     return root, _walk(root, "export.__main__", "export:", steps, TMPDIR=str(root / "tmp"))
 
 
+@pytest.mark.slow  # the walks: about 2 minutes each on 2 CPU cores
 def test_the_good_export_writes_every_format(export_walk):
     root, steps = export_walk
     good = steps["good"]
@@ -209,6 +212,7 @@ def test_the_good_export_writes_every_format(export_walk):
     assert _scratch(good["trees"]["tmp"]) == []
 
 
+@pytest.mark.slow  # the walks: about 2 minutes each on 2 CPU cores
 @pytest.mark.parametrize("step", list(EXPORT_FAULTS))
 def test_a_full_disk_at_each_export_write(export_walk, step):
     """Exit 2, one line 'export: error: cannot write FILE: File too large' (plus the TMPDIR hint for a scratch
@@ -229,6 +233,7 @@ def test_a_full_disk_at_each_export_write(export_walk, step):
     assert _scratch(r["trees"]["tmp"]) == []
 
 
+@pytest.mark.slow  # the walks: about 2 minutes each on 2 CPU cores
 def test_the_earlier_export_still_loads_after_the_walk(export_walk):
     import numpy as np
     import tensorflow as tf
@@ -273,13 +278,13 @@ BACKUP_FAULTS = {
 
 @pytest.fixture(scope="module")
 def train_walk(tmp_path_factory):
-    """A good 2-epoch run in good/; a copy of it rerun with --overwrite per TRAIN_FAULTS entry; a fresh run per
-    BACKUP_FAULTS entry, then that command again without the fault."""
+    """A good 2-epoch run in good/; a copy of it rerun with --overwrite per TRAIN_FAULTS entry (for as many epochs
+    as its fault needs); a fresh 2-epoch run per BACKUP_FAULTS entry, then that command again without the fault."""
     root = tmp_path_factory.mktemp("train_faults")
 
-    def argv(run, *extra):
-        return ["--preset", "digits", "--output-dir", str(root / run), "--epochs", "2", "--steps-per-epoch", "1",
-                "--batch-size", "8", "--verbose", "0", *extra]
+    def argv(run, *extra, epochs=2):
+        return ["--preset", "digits", "--output-dir", str(root / run), "--epochs", str(epochs), "--steps-per-epoch",
+                "1", "--batch-size", "8", "--verbose", "0", *extra]
 
     def trees(run):
         return {"run": str(root / run)}
@@ -287,13 +292,15 @@ def train_walk(tmp_path_factory):
     steps = [{"name": "good", "argv": argv("good"), "trees": trees("good")}]
     for name, (fault, _, _) in TRAIN_FAULTS.items():
         steps.append({"name": name, "copy": [[str(root / "good"), str(root / name)]],
-                      "argv": argv(name, "--overwrite"), "fault": fault, "trees": trees(name)})
+                      "argv": argv(name, "--overwrite", epochs=fault.get("nth", 1)), "fault": fault,
+                      "trees": trees(name)})
     for name, fault in BACKUP_FAULTS.items():
         steps.append({"name": name, "argv": argv(name), "fault": fault, "trees": trees(name)})
         steps.append({"name": name + "_rerun", "argv": argv(name), "trees": trees(name)})
     return root, _walk(root, "training.train", "train:", steps)
 
 
+@pytest.mark.slow  # the walks: about 2 minutes each on 2 CPU cores
 def test_the_good_run_writes_every_file(train_walk):
     root, steps = train_walk
     good = steps["good"]
@@ -325,6 +332,7 @@ def _loads(path):
         return read_history(path)
 
 
+@pytest.mark.slow  # the walks: about 2 minutes each on 2 CPU cores
 @pytest.mark.parametrize("step", list(TRAIN_FAULTS))
 def test_a_full_disk_at_each_training_write(train_walk, step):
     """A non-zero exit, one line 'train: error: cannot write FILE: File too large', no temporary or partial file,
@@ -352,6 +360,7 @@ def test_a_full_disk_at_each_training_write(train_walk, step):
             _loads(run / name)
 
 
+@pytest.mark.slow  # the walks: about 2 minutes each on 2 CPU cores
 @pytest.mark.parametrize("step", list(BACKUP_FAULTS))
 def test_a_full_disk_at_the_backup_keeps_the_earlier_one_and_the_rerun_resumes(train_walk, step):
     root, steps = train_walk
@@ -363,3 +372,185 @@ def test_a_full_disk_at_the_backup_keeps_the_earlier_one_and_the_rerun_resumes(t
     history = _loads(root / step / "history.csv")
     assert history["epoch"] == [0.0, 1.0]
     assert json.loads((root / step / "metrics.json").read_text())["resumed_from_epoch"] == 1
+
+
+# --- readable lines: a library's error, a damaged file -----------------------------------------------------------
+
+def _one_line(capsys):
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    return line
+
+
+def test_a_tensorflow_error_reads_as_one_line_without_its_raw_text(capsys):
+    import tensorflow as tf
+
+    from keras_coatnet.cli import run_main
+
+    def body(_):
+        tf.add(tf.ones([1, 2]), tf.ones([1, 3]))  # TF's text: {{function_node __wrapped__AddV2_device_...}} ...
+
+    assert run_main("export", lambda argv: argv, body, []) == 2
+    line = _one_line(capsys)
+    assert line.startswith("export: error: TensorFlow failed: Incompatible shapes: [1,2] vs. [1,3] ("), line
+    assert line.endswith("rerun with --debug for the traceback)") and "{{" not in line and "[Op:" not in line
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        run_main("export", lambda argv: argv, body, ["--debug"])
+
+
+def test_an_h5py_error_names_h5py(tmp_path, capsys):
+    import h5py
+
+    from keras_coatnet.cli import run_main
+
+    bad = tmp_path / "w.weights.h5"
+    bad.write_bytes(b"not hdf5" * 100)
+    assert run_main("train", lambda argv: argv, lambda _: h5py.File(bad, "r"), []) == 2
+    assert _one_line(capsys).startswith("train: error: h5py failed: Unable to ")
+
+
+@pytest.fixture(scope="module")
+def keras_file(tmp_path_factory):
+    import keras
+
+    import keras_coatnet
+
+    path = tmp_path_factory.mktemp("keras_file") / "m.keras"
+    keras.utils.set_random_seed(3)
+    keras_coatnet.create_model(NAME, input_shape=(32, 32, 3), classes=10).save(path)
+    return path
+
+
+def _cut_end(data):
+    return data[:len(data) // 2]
+
+
+def _zeroed_middle(data):
+    mid = len(data) // 2
+    return data[:mid] + bytes(4000) + data[mid + 4000:]
+
+
+def _cut_weights_inside(data):
+    import io
+    import zipfile
+
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as src, zipfile.ZipFile(out, "w") as dst:
+        for info in src.infolist():
+            member = src.read(info.filename)
+            dst.writestr(info, member[:len(member) // 2] if info.filename.endswith(".h5") else member)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("damage", [_cut_end, _zeroed_middle, _cut_weights_inside])
+def test_a_damaged_keras_file_says_truncated_or_corrupt_and_leaves_no_folder(keras_file, tmp_path, capsys, damage):
+    from export.__main__ import main
+
+    bad = tmp_path / "bad.keras"
+    bad.write_bytes(damage(keras_file.read_bytes()))
+    out = tmp_path / "new_out"
+    assert main([str(bad), str(out), "--formats", "fp32", "--quiet"]) == 2
+    line = _one_line(capsys)
+    assert line.startswith(f"export: error: {bad} is truncated or corrupt ("), line
+    assert not out.exists()
+
+
+@pytest.mark.slow  # the walks: about 2 minutes each on 2 CPU cores
+def test_a_damaged_tflite_file_says_truncated_or_corrupt(export_walk, tmp_path, capsys):
+    """Cut short or with zeroed bytes beside its report.json (the manifest's size / sha256 differ); cut short
+    alone (LiteRT refuses the flatbuffer)."""
+    from examples.tflite_predict import main
+
+    root, _ = export_walk
+    image = tmp_path / "x.png"
+    from PIL import Image
+
+    Image.new("RGB", (32, 32), (10, 20, 30)).save(image)
+    good = (root / "out" / (NAME + "_int8.tflite")).read_bytes()
+    for folder, data, with_report in (("cut", _cut_end(good), True), ("zeroed", _zeroed_middle(good), True),
+                                      ("alone", _cut_end(good), False)):
+        (tmp_path / folder).mkdir()
+        model = tmp_path / folder / (NAME + "_int8.tflite")
+        model.write_bytes(data)
+        for name in ("labels.txt", "report.json")[:2 if with_report else 1]:
+            (tmp_path / folder / name).write_bytes((root / "out" / name).read_bytes())
+        assert main([str(model), str(image)]) == 2
+        line = _one_line(capsys)
+        assert line.startswith(f"python -m examples.tflite_predict: error: {model} is truncated or corrupt"), line
+
+
+# --- odd images: decoded right, or skipped and named -------------------------------------------------------------
+
+RGB = (200, 40, 120)
+GRAY16, GRAY8 = 40000, 156  # round(40000 / 257): 16 bits scaled to 8, not clipped to 255
+
+
+@pytest.fixture(scope="module")
+def odd_folder(tmp_path_factory):
+    """odd/a/{cmyk.jpg, gray16.png, png_named.jpg}, odd/b/{plain.png, broken.jpg}; returns (root, {name:
+    expected [8, 8, 3] uint8 RGB or None for the unreadable one})."""
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("odd")
+    (root / "a").mkdir()
+    (root / "b").mkdir()
+    flat = np.broadcast_to(np.array(RGB, np.uint8), (8, 8, 3))
+    ramp = np.stack([*np.meshgrid(np.arange(8) * 30, np.arange(8) * 20, indexing="ij"), np.full((8, 8), 7)], -1)
+    ramp = ramp.astype(np.uint8)
+    Image.fromarray(flat).convert("CMYK").save(root / "a" / "cmyk.jpg", "JPEG", quality=95)
+    Image.fromarray(np.full((8, 8), GRAY16, np.uint16)).save(root / "a" / "gray16.png")
+    Image.fromarray(ramp).save(root / "a" / "png_named.jpg", "PNG")
+    Image.fromarray(ramp[::-1].copy()).save(root / "b" / "plain.png")
+    (root / "b" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg" * 4)
+    expected = {"a/cmyk.jpg": flat, "a/gray16.png": np.full((8, 8, 3), GRAY8, np.uint8),
+                "a/png_named.jpg": ramp, "b/plain.png": ramp[::-1], "b/broken.jpg": None}
+    assert Image.open(root / "a" / "cmyk.jpg").mode == "CMYK" and Image.open(root / "a" / "gray16.png").mode == "I;16"
+    return root, expected
+
+
+def _close(got, want, name):
+    import numpy as np
+
+    tolerance = 4 if name.endswith("cmyk.jpg") else 1  # JPEG is lossy; 16 -> 8 bits rounds or truncates
+    return got.shape == want.shape and np.abs(np.asarray(got, np.float64) - want).max() <= tolerance
+
+
+def test_training_decodes_odd_images_right_and_skips_the_broken_one_by_name(odd_folder, caplog):
+    from training.data import _folder_split, decode_file
+
+    root, expected = odd_folder
+    for name, want in expected.items():
+        if want is not None:
+            got = decode_file(str(root / name)).numpy()
+            assert _close(got, want, name), (name, got[0, 0], want[0, 0])
+    with caplog.at_level("WARNING"):
+        split, classes, bad = _folder_split(str(root), {"scan_images": True})
+    assert classes == ["a", "b"] and bad == [str(root / "b" / "broken.jpg")] and split.count == 4
+    assert [r.getMessage() for r in caplog.records if "broken.jpg" in r.getMessage()] == [
+        f"skipping unreadable image {root / 'b' / 'broken.jpg'}"]
+
+
+def test_calibration_decodes_odd_images_right_and_skips_the_broken_one_by_name(odd_folder, caplog):
+    from export.calibration import load_samples
+
+    root, expected = odd_folder
+    with caplog.at_level("WARNING"):
+        samples = load_samples(str(root), (8, 8), num_calib=8, num_heldout=8)
+    images = list(samples.calib) + list(samples.heldout)
+    assert len(images) == 4
+    for name, want in expected.items():
+        if want is not None:
+            assert sum(_close(im, want, name) for im in images) >= 1, name
+    assert [r.getMessage() for r in caplog.records if "broken.jpg" in r.getMessage()] == [
+        f"skipping unreadable image {root / 'b' / 'broken.jpg'}"]
+
+
+def test_tflite_predict_decodes_odd_images_right_and_names_the_broken_one(odd_folder):
+    from examples.tflite_predict import load_image
+
+    root, expected = odd_folder
+    for name, want in expected.items():
+        if want is not None:
+            assert _close(load_image(str(root / name), 8, 8)[0], want, name), name
+    with pytest.raises(ValueError, match=re.escape(f"cannot read {root / 'b' / 'broken.jpg'}")):
+        load_image(str(root / "b" / "broken.jpg"), 8, 8)
