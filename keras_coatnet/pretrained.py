@@ -196,14 +196,15 @@ def model_manifest(model):
 
 def read_header(path, shown=None):
     """{key: shape} of a `.safetensors` file, read by the `safetensors` library, which checks that the header
-    covers the file exactly. Raises ValueError '<shown>: truncated or corrupt safetensors file (...)'."""
+    covers the file exactly. Raises ValueError '<shown> is truncated or corrupt (...)'."""
     from safetensors import SafetensorError, safe_open
 
     try:
         with safe_open(path, "np") as f:
             return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as e:
-        raise ValueError(f"{shown or path}: truncated or corrupt safetensors file ({e}).") from None
+        raise ValueError(f"{shown or path} is truncated or corrupt (not a readable safetensors file: {e}).") \
+            from None
 
 
 def verify(path, entry, shown=None):

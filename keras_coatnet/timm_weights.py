@@ -45,11 +45,9 @@ def read_safetensors(path):
         raise FileNotFoundError(f"Weights file not found: {path}")
     try:
         tensors = load_file(path)
-    except (SafetensorError, OSError, ValueError) as e:
-        raise ValueError(f"{path} is not a readable safetensors file ({e}). Re-download it or check the "
-                         "path.") from e
-    except Exception as e:  # safetensors raises its own Rust-side errors for truncated files
-        raise ValueError(f"{path} is not a readable safetensors file ({type(e).__name__}: {e}).") from e
+    except Exception as e:  # SafetensorError, and Rust-side errors for some damaged files
+        raise ValueError(f"{path} is truncated or corrupt (not a readable safetensors file: {e}); download or "
+                         "copy it again.") from e
     return {k: np.asarray(v, dtype=np.float32) if v.dtype.kind == "f" else v for k, v in tensors.items()}
 
 

@@ -105,3 +105,13 @@ def test_module_entry_point_exit_status(tmp_path):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("convert: error: Weights file not found")
+
+
+def test_truncated_checkpoint_is_named_truncated_or_corrupt(tmp_path, capsys):
+    cut = tmp_path / "cut.safetensors"
+    data = open(CHECKPOINT, "rb").read()
+    cut.write_bytes(data[: len(data) // 2])
+    assert convert.main([CONFIG, str(cut), str(tmp_path / "x.keras")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"convert: error: {cut} is truncated or corrupt (")
+    assert not (tmp_path / "x.keras").exists()
