@@ -106,11 +106,18 @@ def exit_on_sigterm():
         yield
         return
 
+    received = []
+
     def handler(signum, frame):
+        received.append(signum)
         raise SystemExit(128 + signum)
 
     previous = signal.signal(signal.SIGTERM, handler)
     try:
         yield
+    except BaseException:
+        if received:  # a library that called back into Python (TensorFlow) may have wrapped the SystemExit
+            raise SystemExit(128 + received[0]) from None
+        raise
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -5,6 +5,7 @@ import os
 import resource
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -52,3 +53,19 @@ def test_a_full_disk_inside_an_atomic_write_names_the_final_file(tmp_path):
     assert e.value.errno == errno.EFBIG and e.value.filename == str(final)
     assert message(e.value) == f"cannot write {final}: File too large"
     assert not final.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_sigterm_exits_143_even_when_a_library_wraps_the_exit():
+    """TensorFlow turns an exception raised in a Python callback into its own error: SIGTERM still exits 143."""
+    import signal
+
+    from keras_coatnet.atomic import exit_on_sigterm
+
+    with pytest.raises(SystemExit) as done:
+        with exit_on_sigterm():
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)
+            except SystemExit as e:
+                raise RuntimeError("UnknownError: SystemExit raised in a callback") from e
+    assert done.value.code == 128 + signal.SIGTERM

@@ -263,7 +263,7 @@ def test_sigterm_removes_temporary_folders(normalized_model, tmp_path):
     assert proc.poll() is None, proc.stderr.read()
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=120)
-    assert proc.returncode == 128 + signal.SIGTERM
+    assert proc.returncode == 128 + signal.SIGTERM, proc.stderr.read()[-3000:]
     assert not list(tmp.glob("coatnet_export_*")), list(tmp.iterdir())
     assert not list(out.glob(".coatnet_export_*")) and not list(out.glob("*.tflite"))
 
