@@ -38,7 +38,6 @@ _RENAME = {
 
 def read_safetensors(path):
     """Reads a `.safetensors` file into {key: float32 ndarray}. Raises FileNotFoundError / ValueError."""
-    from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
     if not os.path.isfile(path):

@@ -9,9 +9,7 @@ restored. One subprocess walks all the steps of one command; steps run the CLI's
 Also here: readable lines for a library's error and a damaged file, and odd images in every image reader.
 """
 
-import hashlib
 import json
-import os
 import re
 import subprocess
 import sys
