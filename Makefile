@@ -26,6 +26,7 @@ $(TIMM_STAMP): requirements-timm.txt
 
 # pytest exits 5 when it collects no test: that is a failure for us, not a pass.
 test: $(STAMP) $(TIMM_STAMP)
+	$(PY) -m ruff check .
 	KERAS_COATNET_TIMM_PYTHON=$(TIMM_VENV)/bin/python $(PY) -m pytest -q $(PYTEST_ARGS)
 
 # The library's tests on Keras' JAX and PyTorch backends too (training/ and export/ are TensorFlow only).

@@ -115,7 +115,7 @@ def main(argv=None):
             s.close()
     print(f"\nForward, batch {args.batch}, {args.size}x{args.size}, median of {args.rounds} rounds x {args.iters} "
           f"calls (load average {os.getloadavg()[0]:.1f} at end)")
-    print(f"| model | backend | compiled as | ms / batch (wall) | CPU ms / batch |\n|---|---|---|---|---|")
+    print("| model | backend | compiled as | ms / batch (wall) | CPU ms / batch |\n|---|---|---|---|---|")
     rows = []
     for m in models:
         for b in backends:

@@ -15,7 +15,6 @@ import json
 import os
 import statistics
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -113,6 +112,7 @@ def load_average():
 def run_benchmark(args):
     """Return {"results": {model: {batch: [img/s per round]}}, ...} measured interleaved."""
     import keras
+
     from benchmarks.peer import PeerSession
 
     batch_sizes = args.batch_sizes

@@ -97,7 +97,8 @@ def predict(model_path, image_path, labels_path=None, top=5, threads=2):
         raise FileNotFoundError(f"model {model_path} not found")
     from ai_edge_litert.interpreter import Interpreter
 
-    from export.metadata import check_manifest, read as read_metadata
+    from export.metadata import check_manifest
+    from export.metadata import read as read_metadata
 
     check_manifest(model_path)
     try:

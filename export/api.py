@@ -11,15 +11,14 @@ from pathlib import Path
 import numpy as np
 
 from export import analyze, calibration, litert, loading, machine, metadata, validate, view
-from keras_coatnet.cli import SCRATCH_PREFIX
 from export.convention import describe, input_convention, to_model_input
-from keras_coatnet.atomic import (atomic_path, exit_on_sigterm, remove, replace, writable_folder, write_bytes,
-                                  write_text)
 from export.errors import ExportError
 from export.formats import FORMATS, configure, convert, parse_formats
 from export.labels import class_labels
 from export.request import ExportRequest
 from export.serving import Serving
+from keras_coatnet.atomic import atomic_path, exit_on_sigterm, remove, replace, writable_folder, write_bytes, write_text
+from keras_coatnet.cli import SCRATCH_PREFIX
 
 REPORT = "report.json"
 LABELS = "labels.txt"

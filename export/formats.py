@@ -6,7 +6,6 @@ import tensorflow as tf
 
 from export.errors import ExportError
 
-
 # Ops the CPU int8 formats keep in float: XNNPACK (LiteRT 2.3) has float kernels for them but no int8 ones
 # (int8 BATCH_MATMUL only with a zero right-hand zero point, no int8 SOFTMAX, GELU or RSQRT);
 # in int8 they would run in TFLite's own single-threaded kernels and split the graph into many partitions.

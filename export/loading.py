@@ -6,6 +6,7 @@ from pathlib import Path
 import keras
 
 from export.errors import ExportError
+
 EXPORT_STRIDE = 32  # export sizes: multiples of the network's 32x downsampling (even maps at every stage)
 from keras_coatnet.layers.mbconv import MBConvBlock
 from keras_coatnet.layers.stem import Stem

@@ -21,8 +21,9 @@ _BUFFER_DATA, _BUFFER_OFFSET, _BUFFER_SIZE = 4, 6, 8  # Buffer.data, Buffer.offs
 def add(tflite_bytes, info):
     """``tflite_bytes`` with ``info`` (a JSON-able dict) stored as metadata ``METADATA_NAME`` (replacing any)."""
     import numpy as np
-    from export._compat import tflite_schema
     from tensorflow.lite.tools import flatbuffer_utils
+
+    from export._compat import tflite_schema
 
     model = flatbuffer_utils.convert_bytearray_to_object(bytearray(tflite_bytes))
     schema = tflite_schema()

@@ -16,7 +16,6 @@ from export import view
 from export._compat import run_through_graph
 from keras_coatnet.layers.transformer import TransformerBlock
 
-
 # Layer classes whose outputs get no fake-quant (calibrated instead). The converter keeps a Transformer
 # block's final residual ADD in float when a fake-quant sits on it (it does not merge the learned range with
 # the calibrated one).
@@ -91,14 +90,15 @@ def export_qat(model, request, convention, samples, calib_in):
     ``request``: the ``export.request.ExportRequest``; ``convention``: the model's input convention
     (``export.convention``); ``samples``: the calibration samples (must come from digits); ``calib_in``: their
     calibration images [N, H, W, 3] as the exported input takes them."""
+    import tempfile
+    from pathlib import Path
+
     from export import calibration
     from export.convention import to_model_input
-    from keras_coatnet.cli import SCRATCH_PREFIX
     from export.errors import ExportError
     from export.formats import configure, convert
     from export.serving import Serving
-    import tempfile
-    from pathlib import Path
+    from keras_coatnet.cli import SCRATCH_PREFIX
 
     if str(samples.source) != "digits":
         raise ExportError("qat_int8 needs labelled training images: use --calibration digits")

@@ -42,8 +42,8 @@ def test_a_full_disk_inside_an_atomic_write_names_the_final_file(tmp_path):
     file the user asked for, which the CLI prints as one line; nothing appears under the final name."""
     import errno
 
-    from keras_coatnet.cli import message
     from keras_coatnet.atomic import atomic_path
+    from keras_coatnet.cli import message
 
     final = tmp_path / "best.keras"
     with pytest.raises(OSError) as e:

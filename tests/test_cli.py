@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from keras_coatnet.cli import run_main
 from export.errors import ExportError, ValidationError
+from keras_coatnet.cli import run_main
 from training.callbacks import TrainingDiverged
 from training.strategy import StrategyUnavailable
 

@@ -7,12 +7,12 @@ import importlib.metadata
 import logging
 import re
 import sys
-import tomllib
 from pathlib import Path
 
-import pytest
-
 import keras
+import pytest
+import tomllib
+
 from keras_coatnet import _compat
 
 REPO = Path(__file__).resolve().parents[1]

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from keras_coatnet.data_files import digits_arrays
 from tests.training_utils import image_bytes, write_image_folder
 from training import config as config_lib
 from training.augment import RandomResizedCrop, batch_augmenter
-from keras_coatnet.data_files import digits_arrays
 from training.data import load_data, load_folder_data, load_tfrecord_data, pipeline
 
 

@@ -3,10 +3,10 @@
 import json
 import os
 
+import keras
 import numpy as np
 import pytest
 
-import keras
 import keras_coatnet as kc
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "timm", "tiny_coatnet_0")

@@ -10,12 +10,12 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import point_hub_client_at
+from hub_server import COMMIT, HubServer
 from huggingface_hub import constants
 
 import keras_coatnet as kc
 from keras_coatnet import hub, pretrained, registry
-from conftest import point_hub_client_at
-from hub_server import COMMIT, HubServer
 
 HERE = os.path.dirname(__file__)
 FIXTURE = os.path.join(HERE, "fixtures", "timm", "tiny_coatnet_0_rw")

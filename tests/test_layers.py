@@ -2,11 +2,20 @@
 save/load, a training step's gradients, mixed precision."""
 
 import pytest
-
 from harness import run_layer_test
+
 from keras_coatnet.config import resolve_config
-from keras_coatnet.layers import (Downsample2d, LayerScale, MBConvBlock, Normalize, Pool2d, RelativeAttention2d,
-                                  SqueezeExcite, Stem, TransformerBlock)
+from keras_coatnet.layers import (
+    Downsample2d,
+    LayerScale,
+    MBConvBlock,
+    Normalize,
+    Pool2d,
+    RelativeAttention2d,
+    SqueezeExcite,
+    Stem,
+    TransformerBlock,
+)
 from keras_coatnet.variants import TIMM_CONFIGS
 
 RW = resolve_config(TIMM_CONFIGS["coatnet_0_rw"])

@@ -2,10 +2,10 @@
 
 import math
 
+import keras
 import numpy as np
 import pytest
 
-import keras
 import keras_coatnet as kc
 from keras_coatnet.builder import count_params
 from keras_coatnet.layers.common import activation

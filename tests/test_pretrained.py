@@ -7,12 +7,12 @@ import os
 
 import numpy as np
 import pytest
-
-import keras_coatnet as kc
 from conftest import point_hub_client_at
 from hub_server import HubServer
-from keras_coatnet import pretrained, registry
 from test_hub import publish
+
+import keras_coatnet as kc
+from keras_coatnet import pretrained, registry
 
 HERE = os.path.dirname(__file__)
 FIXTURE = os.path.join(HERE, "fixtures", "timm", "tiny_coatnet_0_rw")

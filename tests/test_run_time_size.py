@@ -11,8 +11,13 @@ import pytest
 
 import keras_coatnet as kc
 from keras_coatnet.builder import feature_sizes
-from keras_coatnet.layers.attention import (RelativeAttention2d, log_offsets, log_offsets_in_graph,
-                                            relative_index, relative_index_in_graph)
+from keras_coatnet.layers.attention import (
+    RelativeAttention2d,
+    log_offsets,
+    log_offsets_in_graph,
+    relative_index,
+    relative_index_in_graph,
+)
 from keras_coatnet.layers.table_resize import interpolation_matrix, interpolation_matrix_in_graph
 from keras_coatnet.variants import PAPER_CONFIGS, TIMM_CONFIGS
 

@@ -9,10 +9,10 @@ import subprocess
 
 import numpy as np
 import pytest
-
-import keras_coatnet as kc
 from conftest import point_hub_client_at
 from hub_server import HubServer
+
+import keras_coatnet as kc
 from keras_coatnet import pretrained
 
 HERE = os.path.dirname(__file__)

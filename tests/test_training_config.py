@@ -9,8 +9,7 @@ import pytest
 import keras_coatnet
 from tests.training_utils import REPO, python_env
 from training import config as config_lib
-from training.optim import (layer_lr_multipliers, lr_schedule, make_optimizer, no_weight_decay,
-                            scaled_lr)
+from training.optim import layer_lr_multipliers, lr_schedule, make_optimizer, no_weight_decay, scaled_lr
 from training.strategy import StrategyUnavailable, make_strategy
 from training.train import _precision_policy
 

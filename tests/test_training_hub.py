@@ -7,15 +7,15 @@ import os
 import keras
 import numpy as np
 import pytest
-
-import keras_coatnet as kc
 from conftest import point_hub_client_at
 from hub_server import HubServer
+from test_hub import ARCH, FIXTURE, _meta, publish
+from training_utils import tiny_config
+
+import keras_coatnet as kc
 from keras_coatnet import registry
 from keras_coatnet.timm_weights import read_safetensors
-from test_hub import ARCH, FIXTURE, _meta, publish
 from training import train
-from training_utils import tiny_config
 
 
 def test_weights_from_the_hub_and_save_timm(tmp_path, monkeypatch):

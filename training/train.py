@@ -238,8 +238,18 @@ def _run(cfg, callbacks, restore):
     import keras_coatnet  # noqa: F401  (registers the model's layers for load_model)
     from keras_coatnet.atomic import writable_folder
     from training._compat import multiworker_log_reduction
-    from training.callbacks import (Backup, Checkpoints, StopOnNonFinite, TrainingDiverged, catch_sigterm,
-                                    HistoryCSV, drop_history_from, load_backup, plot_curves, read_history)
+    from training.callbacks import (
+        Backup,
+        Checkpoints,
+        HistoryCSV,
+        StopOnNonFinite,
+        TrainingDiverged,
+        catch_sigterm,
+        drop_history_from,
+        load_backup,
+        plot_curves,
+        read_history,
+    )
     from training.data import load_data, pipeline
     from training.model import build_model
     from training.optim import lr_schedule, make_optimizer, scaled_lr

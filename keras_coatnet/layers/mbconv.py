@@ -3,8 +3,20 @@
 import keras
 from keras import layers, ops
 
-from keras_coatnet.layers.common import (PACKAGE, CompositeLayer, Downsample2d, DropPath, Pool2d, activation, apply,
-                                         conv2d, conv_norm, freeze_sublayers_if_frozen, halved, norm_layer)
+from keras_coatnet.layers.common import (
+    PACKAGE,
+    CompositeLayer,
+    Downsample2d,
+    DropPath,
+    Pool2d,
+    activation,
+    apply,
+    conv2d,
+    conv_norm,
+    freeze_sublayers_if_frozen,
+    halved,
+    norm_layer,
+)
 
 
 def make_divisible(v, divisor=8, round_limit=0.9):

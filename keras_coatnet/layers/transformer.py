@@ -4,8 +4,17 @@ import keras
 from keras import layers
 
 from keras_coatnet.layers.attention import RelativeAttention2d
-from keras_coatnet.layers.common import (PACKAGE, CompositeLayer, Downsample2d, DropPath, LayerScale, Pool2d, activation,
-                                         halved, norm_layer)
+from keras_coatnet.layers.common import (
+    PACKAGE,
+    CompositeLayer,
+    Downsample2d,
+    DropPath,
+    LayerScale,
+    Pool2d,
+    activation,
+    halved,
+    norm_layer,
+)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
