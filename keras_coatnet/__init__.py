@@ -6,18 +6,18 @@
 
 from keras_coatnet import _compat, layers
 from keras_coatnet.applications import (
-                                        CoAtNet0,
-                                        CoAtNet1,
-                                        CoAtNet2,
-                                        CoAtNet3,
-                                        CoAtNet4,
-                                        CoAtNet5,
-                                        CoAtNet6,
-                                        CoAtNet7,
-                                        create_model,
-                                        from_pretrained,
-                                        from_timm_config,
-                                        load_weights,
+    CoAtNet0,
+    CoAtNet1,
+    CoAtNet2,
+    CoAtNet3,
+    CoAtNet4,
+    CoAtNet5,
+    CoAtNet6,
+    CoAtNet7,
+    create_model,
+    from_pretrained,
+    from_timm_config,
+    load_weights,
 )
 from keras_coatnet.builder import build_model, feature_model, stage_outputs
 from keras_coatnet.hub import push_to_hub, save_timm_checkpoint
