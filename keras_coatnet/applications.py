@@ -6,7 +6,6 @@ import os
 
 from keras_coatnet import hub, pretrained, timm_weights
 from keras_coatnet.builder import build_model
-from keras_coatnet.config import TIMM_MEAN, TIMM_STD
 from keras_coatnet.registry import MODELS, get_entry
 from keras_coatnet.variants import PAPER_CONFIGS
 
@@ -133,10 +132,10 @@ def from_pretrained(source, include_top=True, input_tensor=None, input_shape=Non
 
 
 def from_timm_config(timm_cfg, input_shape=(224, 224, 3), classes=1000, include_preprocessing=False, weights=None,
-                     include_top=True, classifier_activation=None, name="coatnet", mean=TIMM_MEAN, std=TIMM_STD,
-                     **kwargs):
+                     include_top=True, classifier_activation=None, name="coatnet", mean=None, std=None, **kwargs):
     """Builds a model from timm's `MaxxVitCfg` as a dict (e.g. `dataclasses.asdict(model_cfgs[...])`),
-    optionally loading a timm `.safetensors` state_dict. Outputs logits by default, like timm."""
+    optionally loading a timm `.safetensors` state_dict. Outputs logits by default, like timm. mean / std (for
+    `include_preprocessing`): default the checkpoint's when `weights` is a Hub source or timm folder, else 0.5."""
     return _build(timm_cfg, weights, include_top, classes, input_shape=input_shape,
                   include_preprocessing=include_preprocessing, classifier_activation=classifier_activation,
                   name=name, mean=mean, std=std, **kwargs)

@@ -245,3 +245,15 @@ def test_export_takes_a_timm_folder_and_writes_its_label_names(tmp_path, tiny):
     folder = publish(tmp_path, "me/labelled")
     export_model(folder, tmp_path / "out", formats=["fp32"], progress=None)
     assert (tmp_path / "out" / "labels.txt").read_text().splitlines() == LABELS
+
+
+def test_from_timm_config_normalizes_as_the_checkpoint_says(tmp_path, tiny):
+    folder = publish(tmp_path, "me/imagenet_norm", pretrained_cfg={"input_size": [3, 64, 64],
+                                                                    "mean": [0.485, 0.456, 0.406],
+                                                                    "std": [0.229, 0.224, 0.225]})
+    model = kc.from_timm_config(_meta()["timm_cfg"], input_shape=(64, 64, 3), classes=10, weights=folder,
+                                include_preprocessing=True)
+    assert model.get_layer("preprocessing").mean == (0.485, 0.456, 0.406)
+    plain = kc.from_timm_config(_meta()["timm_cfg"], input_shape=(64, 64, 3), classes=10,
+                                include_preprocessing=True)
+    assert plain.get_layer("preprocessing").mean == (0.5, 0.5, 0.5)
