@@ -9,10 +9,6 @@ import keras  # noqa: E402
 import pytest  # noqa: E402
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: takes more than about two minutes on 2 CPU cores")
-
-
 @pytest.fixture(autouse=True)
 def _float32_policy_and_seed():
     keras.mixed_precision.set_global_policy("float32")

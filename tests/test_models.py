@@ -9,7 +9,7 @@ import pytest
 import keras_coatnet as kc
 from keras_coatnet.builder import count_params
 from keras_coatnet.layers.common import activation
-from keras_coatnet.registry import MODELS
+from keras_coatnet.variants import MODELS
 
 # timm's parameter counts (torch `numel` of parameters) for coatnet_{0..5}_224 with 1000 classes; the paper's
 # Table 3 rounds them to 25M, 42M, 75M, 168M. CoAtNet-7 is 2.44B in the paper.
@@ -28,6 +28,7 @@ def images(n=2, h=64, w=64, seed=0):
     return np.random.default_rng(seed).uniform(0, 255, (n, h, w, 3)).astype("float32")
 
 
+@pytest.mark.tensorflow_only
 def test_coatnet0_is_timm_coatnet_0_224():
     model = kc.CoAtNet0()
     assert model.name == "CoAtNet0"
@@ -36,15 +37,18 @@ def test_coatnet0_is_timm_coatnet_0_224():
     assert count_params(MODELS["coatnet_0"]["config"]) == 25_036_820
 
 
+@pytest.mark.tensorflow_only
 @pytest.mark.parametrize("name", sorted(EXPECTED_PARAMS))
 def test_paper_param_counts(name):
     assert count_params(MODELS[name]["config"]) == EXPECTED_PARAMS[name]
 
 
+@pytest.mark.tensorflow_only
 def test_coatnet7_param_count_matches_paper():
     assert abs(count_params(MODELS["coatnet_7"]["config"]) / 1e9 - 2.44) < 0.01
 
 
+@pytest.mark.tensorflow_only
 def test_every_registered_name_resolves():
     names = kc.list_models()
     for expected in ("coatnet_0", "coatnet_7", "coatnet_0_224", "coatnet_0_rw_224", "coatnet_rmlp_2_rw_384",
@@ -113,6 +117,7 @@ def test_include_top_false_shapes(pooling, shape):
     assert model.predict(images(1, 64, 96), verbose=0).shape == (1,) + shape[1:]
 
 
+@pytest.mark.tensorflow_only
 def test_non_square_input_coatnet0():
     model = kc.CoAtNet0(input_shape=(192, 256, 3), classes=7)
     feats = kc.feature_model(model).output_shape
@@ -146,6 +151,7 @@ def test_mixed_precision_keeps_softmax_and_norms_in_float32(policy, micro):
     assert np.abs(out - reference).max() < (0.02 if policy == "mixed_float16" else 0.08)
 
 
+@pytest.mark.tensorflow_only
 def test_jit_compile_predict_and_train(micro):
     x, y = images(4), np.array([0, 1, 2, 3])
     micro.compile(optimizer="adam", loss="sparse_categorical_crossentropy", jit_compile=True)
@@ -215,6 +221,7 @@ APPLICATIONS_ARGS = {"include_top": True, "weights": None, "input_tensor": None,
                      "include_preprocessing": True, "name": None, "drop_path_rate": 0.0, "dropout_rate": 0.0}
 
 
+@pytest.mark.tensorflow_only
 @pytest.mark.parametrize("index", range(8))
 def test_paper_constructors_have_the_applications_signature_and_args(index):
     import inspect

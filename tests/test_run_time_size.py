@@ -167,6 +167,7 @@ def test_attention_at_an_odd_size_sees_every_token_pair():
 
 # --- the keras.applications contract -----------------------------------------------------------------------------
 
+@pytest.mark.tensorflow_only
 def test_keras_applications_contract_coatnet0():
     """The calls of keras/src/applications/applications_test.py (no top: default, 1 channel, 123x123,
     a conv input_tensor), on CoAtNet-0."""
