@@ -10,7 +10,7 @@ def describe_model(keras_path, model_name):
     import keras
 
     import keras_coatnet
-    from keras_coatnet.registry import get_entry
+    from keras_coatnet.variants import get_entry
 
     model = keras.models.load_model(keras_path, compile=False)
     config = dict(get_entry(model_name)["config"])

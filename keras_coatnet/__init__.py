@@ -23,8 +23,8 @@ from keras_coatnet.builder import build_model, feature_model, stage_outputs
 from keras_coatnet.hub import push_to_hub, save_timm_checkpoint
 from keras_coatnet.preprocessing import decode_predictions, eval_transform, normalize_input, preprocess_input
 from keras_coatnet.pretrained import list_weights
-from keras_coatnet.registry import list_models
 from keras_coatnet.saving import load_model
+from keras_coatnet.variants import list_models
 
 __version__ = "0.1.0"
 _compat.check_keras_version()

@@ -6,8 +6,7 @@ import os
 
 from keras_coatnet import hub, pretrained, timm_weights
 from keras_coatnet.builder import build_model
-from keras_coatnet.registry import MODELS, get_entry
-from keras_coatnet.variants import PAPER_CONFIGS
+from keras_coatnet.variants import MODELS, PAPER_CONFIGS, get_entry
 
 log = logging.getLogger("keras_coatnet")
 

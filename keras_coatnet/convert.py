@@ -66,7 +66,7 @@ def parse_args(argv=None):
 
 def _model_spec(model):
     """(timm config dict or None, registry name or None, default (H, W), default classes) for MODEL."""
-    from keras_coatnet.registry import get_entry
+    from keras_coatnet.variants import get_entry
 
     if not model.endswith(".json"):
         return None, model, get_entry(model)["input_size"], None

@@ -174,7 +174,7 @@ def timm_architecture(model):
     """timm's name for a Keras CoAtNet built by name (or for the model name itself): its registry name when timm
     has it, e.g. 'coatnet_rmlp_1_rw_224', or 'coatnet_<i>_224' for CoAtNet<i> / 'coatnet_<i>'. Raises
     ValueError for others."""
-    from keras_coatnet.registry import MODELS
+    from keras_coatnet.variants import MODELS
 
     name = model if isinstance(model, str) else model.name
     if name.startswith("CoAtNet") and name[7:].isdigit():

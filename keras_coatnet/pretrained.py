@@ -1,9 +1,11 @@
 """The published CoAtNet checkpoints (timm's, on the Hugging Face Hub as `timm/<model>.<tag>`), as data.
 
-`WEIGHTS` is the offline list of known checkpoints: each one's Hub id, classifier size, parameter count, eval
-preprocessing (`EvalConfig`, timm's `pretrained_cfg`) and tensor manifest. Files come through `hub` (the Hugging
-Face client and its cache); a file named by a tag is checked against its manifest: the sorted (timm key, shape)
-list of its learned tensors, hashed (timm 1.0.31's state_dict for that model; the tests check it against ours).
+`WEIGHTS` is the one eval-config table (timm's `default_cfgs`, keyed '<model>.<tag>'): each checkpoint's Hub id,
+classifier size, parameter count, eval preprocessing (mean, std, crop: `EvalConfig`, timm's `pretrained_cfg`)
+and tensor manifest. What the model is (architecture, native input size) is not here: that table is
+`variants.MODELS`. Files come through `hub` (the Hugging Face client and its cache); a file named by a tag is
+checked against its manifest: the sorted (timm key, shape) list of its learned tensors, hashed (timm 1.0.31's
+state_dict for that model; the tests check it against ours).
 """
 
 import dataclasses
@@ -12,6 +14,7 @@ import math
 
 from keras_coatnet.config import IMAGENET_MEAN, IMAGENET_STD, TIMM_MEAN, TIMM_STD
 from keras_coatnet.timm_weights import IGNORED_SUFFIXES
+from keras_coatnet.variants import get_entry
 
 HUB_OWNER = "timm"
 DEFAULT_TAGS = ("sw_in1k", "sw_in12k_ft_in1k")  # what weights="imagenet" picks, in order of preference
@@ -53,11 +56,11 @@ class EvalConfig:
 
 @dataclasses.dataclass(frozen=True)
 class Weights:
-    """One published checkpoint: `model` (our registry name), `tag`, and how it was trained and evaluated.
+    """One published checkpoint: `model` (its `variants.MODELS` name), `tag`, and how it was trained and evaluated.
 
     classes: classifier size (1000 ImageNet-1k, 11821 timm's ImageNet-12k). params: its parameter count.
     manifest_sha256: see `manifest_digest`. top1: ImageNet-1k top-1 (%) in timm's results table, else None.
-    eval: its `EvalConfig`; input_size None means the model's native size (the registry's).
+    eval: its `EvalConfig`; input_size None means the model's native size (its `variants.MODELS` entry's).
     """
 
     model: str
@@ -81,8 +84,6 @@ class Weights:
 
     @property
     def eval(self):
-        from keras_coatnet.registry import get_entry
-
         return EvalConfig(input_size=tuple(get_entry(self.model)["input_size"]), crop_pct=self.crop_pct,
                           crop_mode=self.crop_mode, mean=self.mean, std=self.std)
 
@@ -223,8 +224,6 @@ def verify(path, entry, shown=None):
 def default_eval(model_name):
     """The `EvalConfig` a registered model is built with when no checkpoint says otherwise: its ImageNet
     checkpoint's (else its first published one's), else timm's CoAtNet defaults at its native size."""
-    from keras_coatnet.registry import get_entry
-
     names = list_weights(model_name)
     if names:
         preferred = [n for t in DEFAULT_TAGS for n in names if n.endswith(f".{t}")]

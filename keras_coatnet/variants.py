@@ -1,8 +1,14 @@
-"""Every CoAtNet variant as data: the paper's CoAtNet-0..7, timm's CoAtNet configs, and small demo models.
+"""What each CoAtNet variant is: its architecture, as data. The one architecture table (timm's `model_cfgs`).
 
-Each entry is a partial timm `MaxxVitCfg` dict (see `config.resolve_config`). timm's two families of
-hand-tuned configs ("rw") share most settings; `_rw_coat` and `_rw_max` hold those shared settings and each
-variant states only what differs.
+- `PAPER_CONFIGS`, `TIMM_CONFIGS`, `SMALL_CONFIGS`: architecture configs, each a partial timm `MaxxVitCfg`
+  dict (see `config.resolve_config`, which fills in the defaults). timm's two families of hand-tuned configs
+  ("rw") share most settings; `_rw_coat` and `_rw_max` hold those shared settings and each variant states only
+  what differs.
+- `MODELS`: every model name -> {"config": architecture config, "input_size": native (H, W), "family": 'paper',
+  'timm' or 'small'}; `list_models` and `get_entry` read it.
+
+How a published checkpoint's images are prepared (mean, std, crop: timm's `default_cfgs`) is not here: that
+table is `pretrained.WEIGHTS`.
 """
 
 
@@ -98,3 +104,35 @@ SMALL_CONFIGS = {
     "coatnet_micro": _paper(16, (24, 48, 64, 96), (1, 1, 2, 1), head=96),
 }
 
+
+# --- the model table -------------------------------------------------------------------------------------------
+
+def _entry(config, size=224, family="timm"):
+    return {"config": config, "input_size": (size, size), "family": family}
+
+
+MODELS = {
+    **{name: _entry(PAPER_CONFIGS[name], family="paper") for name in PAPER_CONFIGS},
+    # timm's names for the paper configs: the same networks.
+    **{f"{name}_224": _entry(PAPER_CONFIGS[name]) for name in
+       ("coatnet_0", "coatnet_1", "coatnet_2", "coatnet_3", "coatnet_4", "coatnet_5")},
+    **{f"{name}_224": _entry(cfg) for name, cfg in TIMM_CONFIGS.items()},
+    "coatnet_rmlp_2_rw_384": _entry(TIMM_CONFIGS["coatnet_rmlp_2_rw"], size=384),
+    **{name: _entry(cfg, size=32, family="small") for name, cfg in SMALL_CONFIGS.items()},
+}
+
+
+def list_models(family=None):
+    """Sorted model names; `family` in {None, 'paper', 'timm', 'small'} filters them."""
+    return sorted(n for n, e in MODELS.items() if family is None or e["family"] == family)
+
+
+def get_entry(name):
+    """The `MODELS` entry of `name`; raises ValueError naming the closest names if it has none."""
+    if name not in MODELS:
+        import difflib
+
+        close = difflib.get_close_matches(name, MODELS, n=3)
+        hint = f" Did you mean {close}?" if close else ""
+        raise ValueError(f"Unknown model {name!r}.{hint} See keras_coatnet.list_models().")
+    return MODELS[name]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import keras_coatnet as kc
-from keras_coatnet import convert, registry
+from keras_coatnet import convert, variants
 from keras_coatnet.config import TIMM_MEAN, TIMM_STD
 from keras_coatnet.pretrained import read_header
 from keras_coatnet.timm_weights import IGNORED_SUFFIXES
@@ -64,7 +64,7 @@ def test_registered_name_at_another_size_loads_in_create_model(tmp_path, monkeyp
     """A registered name builds `create_model(name)` (preprocessing and softmax included), so the converted
     .weights.h5 loads back with `create_model(name, weights=...)` and matches a direct .safetensors load."""
     meta, ref = _reference()
-    monkeypatch.setitem(registry.MODELS, "tiny_rmlp", {"config": meta["timm_cfg"], "input_size": (64, 64),
+    monkeypatch.setitem(variants.MODELS, "tiny_rmlp", {"config": meta["timm_cfg"], "input_size": (64, 64),
                                                        "mean": TIMM_MEAN, "std": TIMM_STD, "family": "test"})
     out = str(tmp_path / "tiny_rmlp.weights.h5")
     args = convert.parse_args(["tiny_rmlp", CHECKPOINT, out, "--input-size", "64x96", "--quiet"])

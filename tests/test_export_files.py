@@ -60,7 +60,7 @@ def test_normalize_layer_is_found_by_type_not_by_name(tmp_path):
     uint8-input file bakes in nothing else, so raw bytes give the Keras model's output on raw pixels."""
     from keras_coatnet.builder import build_model
     from keras_coatnet.layers import Normalize
-    from keras_coatnet.registry import get_entry
+    from keras_coatnet.variants import get_entry
 
     keras.utils.set_random_seed(2)
     inp = keras.Input((SIZE, SIZE, 3), name="image")

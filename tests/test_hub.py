@@ -15,7 +15,7 @@ from hub_server import COMMIT, HubServer
 from huggingface_hub import constants
 
 import keras_coatnet as kc
-from keras_coatnet import hub, pretrained, registry
+from keras_coatnet import hub, pretrained, variants
 
 HERE = os.path.dirname(__file__)
 FIXTURE = os.path.join(HERE, "fixtures", "timm", "tiny_coatnet_0_rw")
@@ -59,7 +59,7 @@ def publish(root, repo_id, weights=os.path.join(FIXTURE, "model.safetensors"), a
 @pytest.fixture
 def tiny(monkeypatch):
     """The tiny fixture's architecture registered as timm architecture ARCH."""
-    monkeypatch.setitem(registry.MODELS, ARCH, {"config": _meta()["timm_cfg"], "input_size": (64, 64),
+    monkeypatch.setitem(variants.MODELS, ARCH, {"config": _meta()["timm_cfg"], "input_size": (64, 64),
                                                 "family": "timm"})
 
 
@@ -219,9 +219,9 @@ def test_environment_variables_reach_the_client_and_the_converter(tmp_path, tiny
     root = tmp_path / "hub"
     publish(root, REPO)
     out = tmp_path / "tiny.keras"
-    script = (f"import sys, json; sys.path.insert(0, {HERE!r}); from keras_coatnet import registry, convert; "
+    script = (f"import sys, json; sys.path.insert(0, {HERE!r}); from keras_coatnet import variants, convert; "
               f"meta = json.load(open({os.path.join(FIXTURE, 'config.json')!r})); "
-              f"registry.MODELS[{ARCH!r}] = dict(config=meta['timm_cfg'], input_size=(64, 64), family='timm'); "
+              f"variants.MODELS[{ARCH!r}] = dict(config=meta['timm_cfg'], input_size=(64, 64), family='timm'); "
               f"sys.exit(convert.main(['hf://{REPO}', {str(out)!r}, '--quiet']))")
     with HubServer(root) as server:
         env = {**os.environ, "HF_ENDPOINT": server.url, "HF_HOME": str(tmp_path / "hf_home"),

@@ -12,7 +12,7 @@ from hub_server import HubServer
 from test_hub import publish
 
 import keras_coatnet as kc
-from keras_coatnet import pretrained, registry
+from keras_coatnet import pretrained, variants
 
 HERE = os.path.dirname(__file__)
 FIXTURE = os.path.join(HERE, "fixtures", "timm", "tiny_coatnet_0_rw")
@@ -47,7 +47,7 @@ def served(tmp_path, monkeypatch):
     """The tiny checkpoint as tag TAG of model NAME (registered), on a local Hub the client points at."""
     model = kc.from_timm_config(_meta()["timm_cfg"], input_shape=(64, 64, 3), classes=10)
     digest = pretrained.manifest_digest(pretrained.model_manifest(model))
-    monkeypatch.setitem(registry.MODELS, NAME, {"config": _meta()["timm_cfg"], "input_size": (64, 64),
+    monkeypatch.setitem(variants.MODELS, NAME, {"config": _meta()["timm_cfg"], "input_size": (64, 64),
                                                 "family": "timm"})
     monkeypatch.setitem(pretrained.WEIGHTS, f"{NAME}.{TAG}", pretrained.Weights(NAME, TAG, 10, 0, digest))
     publish(tmp_path / "hub", f"timm/{NAME}.{TAG}")
@@ -67,7 +67,7 @@ def _stage_outputs(model, images):
 def test_registry_lists_every_published_tag():
     assert pretrained.list_weights() == sorted(PUBLISHED)
     for name, w in pretrained.WEIGHTS.items():
-        model_entry = registry.get_entry(w.model)
+        model_entry = variants.get_entry(w.model)
         assert w.input_size == model_entry["input_size"], name
         assert (w.mean, w.std) == (pretrained.default_eval(w.model).mean, pretrained.default_eval(w.model).std)
         assert w.classes == (11821 if w.tag.endswith("in12k") else 1000), name

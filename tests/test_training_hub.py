@@ -13,13 +13,13 @@ from test_hub import ARCH, FIXTURE, _meta, publish
 from training_utils import tiny_config
 
 import keras_coatnet as kc
-from keras_coatnet import registry
+from keras_coatnet import variants
 from keras_coatnet.timm_weights import read_safetensors
 from training import train
 
 
 def test_weights_from_the_hub_and_save_timm(tmp_path, monkeypatch):
-    monkeypatch.setitem(registry.MODELS, ARCH, {"config": _meta()["timm_cfg"], "input_size": (64, 64),
+    monkeypatch.setitem(variants.MODELS, ARCH, {"config": _meta()["timm_cfg"], "input_size": (64, 64),
                                                 "family": "timm"})
     publish(tmp_path / "hub", "me/tiny")
     with HubServer(tmp_path / "hub") as server:
