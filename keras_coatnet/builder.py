@@ -11,7 +11,7 @@ from keras import layers
 
 from keras_coatnet.config import TIMM_MEAN, TIMM_STD, block_plan, resolve_config
 from keras_coatnet.layers import MBConvBlock, Normalize, Stem, TransformerBlock
-from keras_coatnet.layers.common import halved, norm_layer
+from keras_coatnet.layers.common import halved, make_norm
 from keras_coatnet.layers.mbconv import halves_to_ceiling
 from keras_coatnet.naming import block_index, keras_name
 
@@ -59,7 +59,7 @@ def feature_sizes(cfg, image_size):
     (`stride_mode='pool'`) to its floor (ceiling with `padding='same'`), as timm; Transformer blocks to its
     ceiling (see `TransformerBlock`)."""
     cfg = resolve_config(cfg)
-    conv_ceil = halves_to_ceiling(cfg["conv_cfg"])
+    conv_ceil = halves_to_ceiling(cfg["conv_cfg"]["stride_mode"], cfg["conv_cfg"]["padding"])
     size = tuple(halved(n, True) for n in image_size)
     sizes = [size]
     for b in block_plan(cfg):
@@ -133,14 +133,21 @@ def make_stem(cfg):
                 name="stem")
 
 
+def block_args(cls, part_cfg):
+    """The keyword arguments of block class `cls` (its `ARGS`) from a resolved timm `conv_cfg` /
+    `transformer_cfg` dict."""
+    return {name: part_cfg[name] for name in cls.ARGS}
+
+
 def make_block(cfg, b, size, drop_path=0.0):
     """The block layer for one entry `b` of `block_plan(cfg)`; `size`: its output map (h, w) at the size its
     relative-position table is trained for (`feature_sizes`)."""
     name = keras_name(f"stages.{b['stage']}.blocks.{b['index']}")
     if b["type"] == "C":
-        return MBConvBlock(b["in_dim"], b["out_dim"], b["stride"], cfg["conv_cfg"], drop_path, name=name)
-    return TransformerBlock(b["in_dim"], b["out_dim"], b["stride"], size, cfg["transformer_cfg"], drop_path,
-                            name=name)
+        return MBConvBlock(b["in_dim"], b["out_dim"], b["stride"], **block_args(MBConvBlock, cfg["conv_cfg"]),
+                           drop_path=drop_path, name=name)
+    return TransformerBlock(b["in_dim"], b["out_dim"], b["stride"], size,
+                            **block_args(TransformerBlock, cfg["transformer_cfg"]), drop_path=drop_path, name=name)
 
 
 def add_head(x, cfg, include_top=True, pooling=None, classes=1000, classifier_activation="softmax",
@@ -148,7 +155,7 @@ def add_head(x, cfg, include_top=True, pooling=None, classes=1000, classifier_ac
     """timm's head on the last feature map x [B, h, w, C]: final norm (or, with `head_hidden_size`, pool ->
     norm -> tanh pre-logits), then the classifier; or, without top, the feature map, optionally pooled."""
     t = cfg["transformer_cfg"]
-    norm = lambda n: norm_layer(t["norm_layer"], t["norm_eps"], n, keras.DTypePolicy("float32"))
+    norm = lambda n: make_norm(t["norm_layer"], t["norm_eps"], n, keras.DTypePolicy("float32"))
     hidden = cfg["head_hidden_size"]
     if not hidden:
         x = norm("norm")(x)

@@ -59,11 +59,11 @@ def test_view_matches_keras(name, attention, rel_bias, size):
 
 @pytest.mark.parametrize("h,w", [(2, 2), (7, 7), (14, 14), (6, 9), (9, 2)])
 def test_toeplitz_expand_equals_the_gathered_bias(h, w):
-    from keras_coatnet.layers.attention import relative_index
+    from keras_coatnet.layers.attention import relative_index, toeplitz_expand
 
     table = np.random.RandomState(h * w).normal(size=(3, 2 * h - 1, 2 * w - 1)).astype("float32")
     want = table.reshape(3, -1)[:, relative_index(h, w).reshape(-1)].reshape(3, h * w, h * w)
-    got = view.toeplitz_expand(tf.constant(table), h, w).numpy()
+    got = toeplitz_expand(tf.constant(table), h, w).numpy()
     np.testing.assert_array_equal(got, want)
 
 
@@ -84,7 +84,7 @@ def test_view_rebuilds_every_block_and_keeps_no_runtime_gather():
     blocks = [l.name for l in model.layers if l.name.startswith("stages__")]
     assert set(blocks) <= set(view.known_layers(model)) and "stem" in view.known_layers(model)
     attn = model.get_layer(blocks[-1]).attn
-    bias = view.relative_bias(attn)
+    bias = attn.rel_pos.constant(attn.size)
     assert bias.shape == (attn.num_heads, 4, 4)  # 64 / 32 = 2x2 tokens -> [heads, 4, 4]
 
 

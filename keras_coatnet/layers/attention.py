@@ -16,8 +16,9 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from keras_coatnet.layers import table_resize
+from keras_coatnet.layers import export_form, table_resize
 from keras_coatnet.layers.common import PACKAGE, freeze_sublayers_if_frozen
+from keras_coatnet.layers.folding import Conv, evaluate
 
 
 @functools.lru_cache(maxsize=32)
@@ -155,9 +156,86 @@ class RelativePositionBias(layers.Layer):
         bias = ops.take(table, index, axis=0)  # [N*N, heads]
         return ops.transpose(ops.reshape(bias, (n, n, self.num_heads)), (2, 0, 1))
 
+    def constant(self, size):
+        """The bias for an h x w map (`size`) as a float32 NumPy array [heads, N, N], evaluated now (also while a
+        TensorFlow function is being traced)."""
+        return evaluate(lambda: self(np.zeros((1, *size, 1), np.float32))).astype(np.float32)
+
+    def export_bias_from_table(self, size, anchor):
+        """The bias [heads, N, N] for an h x w map (`size`) as a TF graph that expands the small table
+        [heads, (2h-1)(2w-1)] (evaluated now: constant, so 'mlp' tables cost nothing at run time) by
+        `toeplitz_expand` (a GATHER where h or w is 1).
+
+        `anchor` is any 2-D tensor of the block: adding `min(|anchor[0, 0]|, 0)` (always 0; one element) keeps
+        the converter from folding the expansion into the [heads, N, N] constant, ~50x more bytes at 14x14."""
+        import tensorflow as tf
+
+        table = evaluate(lambda: self.table(*size)).astype(np.float32).T  # [heads, T]
+        (h, w), heads = size, self.num_heads
+        zero = tf.minimum(tf.abs(anchor[:1, :1]), 0.0)  # always 0, but not foldable (x * 0 would be)
+        key_minus_query = self.kind == "bias_tf"
+        if h >= 2 and w >= 2:
+            grid = table.reshape(heads, 2 * h - 1, 2 * w - 1)
+            if key_minus_query:  # key - query offsets: the same Toeplitz form of the reversed table
+                grid = grid[:, ::-1, ::-1]
+            return toeplitz_expand(tf.constant(grid.copy()) + zero, h, w)
+        index = relative_index(h, w, key_minus_query).reshape(-1)
+        bias = tf.gather(tf.constant(table) + zero, tf.constant(index), axis=1)  # [heads, N*N]
+        return tf.reshape(bias, (heads, h * w, h * w))
+
     def get_config(self):
         return {**super().get_config(), "size": self.size, "num_heads": self.num_heads, "kind": self.kind,
                 "hidden_dim": self.hidden_dim}
+
+
+def toeplitz_expand(table, h, w):
+    """[heads, 2H-1, 2W-1] offset table T (a TF tensor) -> bias [heads, H*W, H*W] with
+    bias[:, (yi, xi), (yj, xj)] = T[:, yi - yj + H - 1, xi - xj + W - 1], by tiling, slicing and reshaping
+    (no GATHER; H, W >= 2).
+
+    Row i of a Toeplitz matrix is a window of the reversed table starting at (n - 1 - i): tiling the reversed
+    table and reading it with a row stride one shorter than its period shifts each row by one. Done along x on
+    every table row, then along y with each [W, W] block as the payload."""
+    import tensorflow as tf
+
+    heads = table.shape[0]
+    r = table[:, ::-1, ::-1]
+
+    def skew(t, n, payload):  # t [heads, rows, 2n-1, payload] -> [heads, rows, n, n, payload]
+        rows, period = t.shape[1], 2 * n - 1
+        flat = tf.reshape(tf.tile(t, (1, 1, n + 1, 1)), (heads, rows, (n + 1) * period, payload))
+        window = flat[:, :, n - 1:n - 1 + n * (period - 1)]
+        return tf.reshape(window, (heads, rows, n, period - 1, payload))[:, :, :, :n]
+
+    a = skew(tf.reshape(r, (heads, 2 * h - 1, 2 * w - 1, 1)), w, 1)  # [heads, 2H-1, W(xi), W(xj), 1]
+    a = tf.reshape(a, (heads, 1, 2 * h - 1, w * w))
+    b = tf.reshape(skew(a, h, w * w), (heads, h, h, w, w))  # [heads, yi, yj, xi, xj]
+    return tf.reshape(tf.transpose(b, (0, 1, 3, 2, 4)), (heads, h * w, h * w))
+
+
+def attention_core(q, k, v, bias, heads, d, mode):
+    """softmax(q k^T + bias) v for 2-D TF tensors q, k, v [N, heads*d] (head-major columns) -> [N, heads*d].
+
+    mode 'per_head': 2-D matmuls against [rows, N] operands (FULLY_CONNECTED with run-time weights); 'batched':
+    one BATCH_MATMUL over heads, each multiplying by a transposed right operand ([heads, N, d] k, [heads, d, N] v;
+    the int8 kernel is ~8x slower when it transposes the right operand itself)."""
+    import tensorflow as tf
+
+    n = q.shape[0]
+    split = lambda t, perm: tf.transpose(tf.reshape(t, (n, heads, d)), perm)  # noqa: E731
+    if mode == "per_head":
+        qs, ks, v_ts = (tf.unstack(split(t, p)) for t, p in ((q, (1, 0, 2)), (k, (1, 0, 2)), (v, (1, 2, 0))))
+        logits = tf.stack([tf.matmul(qh, kh, transpose_b=True) for qh, kh in zip(qs, ks)])  # [heads, N, N]
+        if bias is not None:
+            logits = logits + bias
+        probs = tf.unstack(tf.nn.softmax(logits, axis=-1))
+        out = tf.stack([tf.matmul(p, v_t, transpose_b=True) for p, v_t in zip(probs, v_ts)])  # [heads, N, d]
+    else:
+        logits = tf.matmul(split(q, (1, 0, 2)), split(k, (1, 0, 2)), transpose_b=True)  # [heads, N, N]
+        if bias is not None:
+            logits = logits + bias
+        out = tf.matmul(tf.nn.softmax(logits, axis=-1), split(v, (1, 2, 0)), transpose_b=True)  # [heads, N, d]
+    return tf.reshape(tf.transpose(out, (1, 0, 2)), (n, heads * d))
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -216,6 +294,31 @@ class RelativeAttention2d(layers.Layer):
         out = ops.matmul(self.attn_drop(attn), v)  # [B, heads, N, d]
         out = ops.reshape(ops.transpose(out, (0, 2, 1, 3)), (-1, h, w, self.dim_attn))
         return self.proj_drop(self.proj(out))
+
+    def export_call(self, tokens, size, options, in_affine, out_scale=None):
+        """`call` at inference as a TF graph on 2-D tokens [N, in_dim] of an h x w map (`size`) -> [N, out_dim].
+
+        `in_affine` (scale, shift) [in_dim] is folded into qkv (the norm before it), 1/sqrt(d) into q, `out_scale`
+        [out_dim] (a layer scale after it) into proj. `options.rel_bias`: the bias stored as a constant or
+        expanded at run time from the table (`RelativePositionBias.export_bias_from_table`)."""
+        qkv = Conv.from_layer(self.qkv).as_matrix().scale_input(*in_affine)
+        heads, d = self.num_heads, self.dim_head
+        cols = np.arange(3 * heads * d)
+        cols = cols.reshape(heads, 3, d) if self.head_first else cols.reshape(3, heads, d).transpose(1, 0, 2)
+        q, k, v = (qkv.columns(cols[:, i].reshape(-1)) for i in range(3))  # each [N, heads * d], head-major
+        q.scale_output(np.full(heads * d, d ** -0.5))
+        q, k, v = (export_form.linear(lin, tokens) for lin in (q, k, v))
+        if self.rel_pos is None:
+            bias = None
+        elif options.rel_bias == "table":
+            bias = self.rel_pos.export_bias_from_table(size, tokens)
+        else:
+            bias = export_form.const(self.rel_pos.constant(size))
+        out = attention_core(q, k, v, bias, heads, d, options.attention)
+        proj = Conv.from_layer(self.proj).as_matrix()
+        if out_scale is not None:
+            proj.scale_output(out_scale)
+        return export_form.linear(proj, out)
 
     def compute_output_shape(self, shape):
         return (*shape[:-1], self.out_dim)

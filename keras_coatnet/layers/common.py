@@ -11,6 +11,7 @@ import numpy as np
 from keras import layers, ops
 
 from keras_coatnet import _compat
+from keras_coatnet.layers.folding import batchnorm_affine
 
 PACKAGE = "keras_coatnet"
 SQRT_HALF = 0.7071067811865476  # 1 / sqrt(2)
@@ -117,7 +118,7 @@ class BatchNorm(layers.BatchNormalization):
         return ops.cast(y, self.compute_dtype)
 
 
-def norm_layer(kind, eps, name, dtype_policy):
+def make_norm(kind, eps, name, dtype_policy):
     """BatchNorm or LayerNorm over the channel axis of NHWC (timm `batchnorm2d`/`layernorm2d`), kept in float32
     under mixed precision. BatchNorm momentum 0.9 is PyTorch's 0.1."""
     policy = float32_policy(dtype_policy)
@@ -166,8 +167,7 @@ def conv_norm(conv_layers, norm, x, training=None):
     if training or not foldable or not conv.built or not norm.built:
         return norm(apply(conv_layers, x))
     x = apply(conv_layers[:-1], x)  # explicit padding, if any
-    scale = norm.gamma * ops.rsqrt(norm.moving_variance + norm.epsilon)
-    shift = norm.beta - norm.moving_mean * scale
+    scale, shift = batchnorm_affine(norm.gamma, norm.beta, norm.moving_mean, norm.moving_variance, norm.epsilon)
     if isinstance(conv, layers.DepthwiseConv2D):
         y = ops.depthwise_conv(x, conv.kernel * scale[:, None], conv.strides, conv.padding)
     else:

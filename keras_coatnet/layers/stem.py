@@ -2,7 +2,9 @@
 
 import keras
 
-from keras_coatnet.layers.common import PACKAGE, CompositeLayer, activation, apply, conv2d, conv_norm, norm_layer
+from keras_coatnet.layers import export_form
+from keras_coatnet.layers.common import PACKAGE, CompositeLayer, activation, apply, conv2d, conv_norm, make_norm
+from keras_coatnet.layers.folding import norm_affine
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -14,19 +16,27 @@ class Stem(CompositeLayer):
         taken from timm's `conv_cfg`, as timm does.
     """
 
-    def __init__(self, widths, use_bias=False, act_layer="gelu", norm_layer_type="batchnorm2d", norm_eps=1e-5,
+    def __init__(self, widths, use_bias=False, act_layer="gelu", norm_layer="batchnorm2d", norm_eps=1e-5,
                  padding="", **kwargs):
         super().__init__(**kwargs)
         self.widths, self.use_bias, self.act_layer = tuple(widths), use_bias, act_layer
-        self.norm_layer_type, self.norm_eps, self.padding = norm_layer_type, norm_eps, padding
+        self.norm_layer, self.norm_eps, self.padding = norm_layer, norm_eps, padding
         dt = self.dtype_policy
         self.conv1 = conv2d(self.widths[0], 3, "conv1", stride=2, padding=padding, use_bias=use_bias, dtype=dt)
-        self.norm1 = norm_layer(norm_layer_type, norm_eps, "norm1", dt)
+        self.norm1 = make_norm(norm_layer, norm_eps, "norm1", dt)
         self.act = activation(act_layer)
         self.conv2 = conv2d(self.widths[1], 3, "conv2", padding=padding, use_bias=use_bias, dtype=dt)
 
     def call(self, x, training=None):
         return apply(self.conv2, self.act(conv_norm(self.conv1, self.norm1, x, training)))
+
+    def export_call(self, x, options):
+        """`call` at inference as a TFLite-friendly TF graph (`export_form`): norm1 folded into conv1."""
+        if export_form.is_layernorm(self.norm1):
+            raise ValueError("a LayerNorm stem has no export form")
+        x = export_form.padded_conv(self.conv1, x, norm_affine(self.norm1))
+        x = export_form.activation(self.act_layer, options)(x)
+        return export_form.padded_conv(self.conv2, x)
 
     def compute_output_shape(self, shape):
         half = lambda n: None if n is None else (n + 1) // 2
@@ -34,5 +44,5 @@ class Stem(CompositeLayer):
 
     def get_config(self):
         return {**super().get_config(), "widths": self.widths, "use_bias": self.use_bias,
-                "act_layer": self.act_layer, "norm_layer_type": self.norm_layer_type, "norm_eps": self.norm_eps,
+                "act_layer": self.act_layer, "norm_layer": self.norm_layer, "norm_eps": self.norm_eps,
                 "padding": self.padding}

@@ -1,30 +1,47 @@
-"""Weights folded for inference, as NumPy: norms into the convs / matmuls next to them.
+"""Weights folded for inference: norms into the convs / matmuls next to them, as NumPy (float64 arithmetic).
 
-Every fold is exact algebra on the trained weights (float64 arithmetic, float32 result), so the export
-graph computes the same function as the Keras model with fewer ops.
+Every fold is exact algebra on the trained weights, so an export form (`export_call`) computes the same
+function as the block's `call` with fewer ops. `batchnorm_affine` is the one BatchNorm fold: `conv_norm` uses it
+on tensors at inference, the export forms on NumPy arrays.
 """
 
 import dataclasses
 
+import keras
 import numpy as np
-import tensorflow as tf
-from keras import layers
+from keras import layers, ops
 
 
-def numpy(v):
-    """A Keras variable / tensor as a float64 NumPy array (also inside a tf.function being traced)."""
+def evaluate(fn):
+    """fn() (a tensor) as a float64 NumPy array, computed eagerly, also while a TensorFlow function is being
+    traced (the variables' current values)."""
+    if keras.backend.backend() != "tensorflow":
+        return np.asarray(ops.convert_to_numpy(fn()), np.float64)
+    import tensorflow as tf
+
     with tf.init_scope():
-        return np.asarray(tf.convert_to_tensor(getattr(v, "value", v)).numpy(), np.float64)
+        return np.asarray(tf.convert_to_tensor(fn()).numpy(), np.float64)
+
+
+def to_numpy(v):
+    """A Keras variable / tensor as a float64 NumPy array (see `evaluate`)."""
+    return evaluate(lambda: getattr(v, "value", v))
+
+
+def batchnorm_affine(gamma, beta, moving_mean, moving_variance, epsilon):
+    """(scale, shift) with BatchNorm(x) == x * scale + shift at inference; NumPy arrays or backend tensors [C]."""
+    scale = gamma * (moving_variance + epsilon) ** -0.5
+    return scale, beta - moving_mean * scale
 
 
 def norm_affine(norm):
-    """(scale [C], shift [C]) with norm(x) == normalize(x) * scale + shift for LayerNormalization, or
-    == x * scale + shift for BatchNormalization (inference)."""
-    gamma = numpy(norm.gamma) if getattr(norm, "scale", True) else 1.0
-    beta = numpy(norm.beta) if getattr(norm, "center", True) else 0.0
+    """(scale [C], shift [C]) float64 with norm(x) == standardize(x) * scale + shift for a LayerNormalization,
+    or == x * scale + shift for a BatchNormalization (inference)."""
+    gamma = to_numpy(norm.gamma) if getattr(norm, "scale", True) else 1.0
+    beta = to_numpy(norm.beta) if getattr(norm, "center", True) else 0.0
     if isinstance(norm, layers.BatchNormalization):
-        scale = gamma / np.sqrt(numpy(norm.moving_variance) + norm.epsilon)
-        return scale, beta - numpy(norm.moving_mean) * scale
+        return batchnorm_affine(gamma, beta, to_numpy(norm.moving_mean), to_numpy(norm.moving_variance),
+                                norm.epsilon)
     c = norm.gamma.shape[0] if getattr(norm, "scale", True) else norm.beta.shape[0]
     return np.broadcast_to(gamma, (c,)).copy(), np.broadcast_to(beta, (c,)).copy()
 
@@ -41,11 +58,12 @@ class Conv:
 
     @classmethod
     def from_layer(cls, conv):
-        kernel = numpy(conv.kernel)
+        """The weights of a keras Conv2D / DepthwiseConv2D (groups 1)."""
+        kernel = to_numpy(conv.kernel)
         n_out = kernel.shape[2] if isinstance(conv, layers.DepthwiseConv2D) else kernel.shape[3]
-        bias = numpy(conv.bias) if conv.use_bias else np.zeros(n_out)
+        bias = to_numpy(conv.bias) if conv.use_bias else np.zeros(n_out)
         if getattr(conv, "groups", 1) != 1:
-            raise ValueError(f"grouped conv {conv.name} (groups={conv.groups}) is not supported by the export view")
+            raise ValueError(f"grouped conv {conv.name} (groups={conv.groups}) has no export form")
         return cls(kernel, bias, conv.strides[0], conv.padding.upper(), isinstance(conv, layers.DepthwiseConv2D))
 
     def scale_output(self, scale, shift=0.0):
