@@ -22,11 +22,9 @@ def gelu_exact(x):
     """Exact GELU, x * Phi(x) with Phi(x) = (1 + erf(x / sqrt(2))) / 2, the form timm's PyTorch kernel computes.
     Any shape and float dtype.
 
-    Backends other than TensorFlow run their own exact GELU op. On TensorFlow, GELU was a third of CoAtNet-0's
-    training step on a CPU: tf.nn.gelu goes through Erfc (twice Erf's kernel time) and its gradient is about ten
-    elementwise passes. Here the forward and the gradient are each one XLA-compiled elementwise kernel (2.1x less
-    CPU time for forward + gradient, 4x for the forward). The forward is written as 0.5 * x * (1 + erf(x / sqrt(2)))
-    so that the TFLite converter still recognizes it as one GELU op.
+    Backends other than TensorFlow run their own exact GELU op. On TensorFlow the forward and the analytic gradient
+    are each one XLA-compiled elementwise kernel (docs/benchmarks.md has what that saves in training), and the
+    forward is written as 0.5 * x * (1 + erf(x / sqrt(2))) so that the TFLite converter recognizes one GELU op.
     """
     if keras.backend.backend() != "tensorflow":
         return ops.gelu(x, approximate=False)
@@ -78,11 +76,9 @@ def float32_policy(policy):
 class BatchNorm(layers.BatchNormalization):
     """`keras.layers.BatchNormalization` (same arguments, weights and results), fused in training on TensorFlow.
 
-    Keras 3 computes the training statistics and the normalization from separate ops (mean, squared difference,
-    mean, rsqrt, multiplies, adds, and their gradients: about ten passes over the activations); tf.keras, and so
-    keras-cv-attention-models, ran TensorFlow's FusedBatchNormV3 and its fused gradient. In CoAtNet-0's training
-    step on a CPU the unfused form cost a fifth of the step. The math is Keras's: batch mean and biased variance,
-    in the normalization and in the moving averages.
+    Keras 3 computes the training statistics and the normalization from separate ops (about ten passes over the
+    activations with their gradients); this runs TensorFlow's FusedBatchNormV3 and its fused gradient, as tf.keras
+    did. The math is Keras's: batch mean and biased variance, in the normalization and in the moving averages.
 
     The fused path is taken for a trainable layer in training mode on the TensorFlow backend, over the last axis
     of a 4-D input, with `center` and `scale`; Keras's own computation runs otherwise (other backends,
