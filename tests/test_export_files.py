@@ -309,15 +309,29 @@ def test_layers_are_known_by_class_not_by_class_name():
         check_coatnet(keras.Model(inp, out))
 
 
-def test_export_request_holds_every_option_of_export_model():
-    """export_model's keyword options and ExportRequest's fields are the same list (none threaded aside)."""
-    import dataclasses
-    import inspect
+def test_cli_flags_reach_export_model_as_its_options():
+    """Every CLI flag sets the ExportRequest field it is declared on (export.request states the options once)."""
+    from export.__main__ import parse_args
+    from export.request import ExportRequest, cli_options
 
-    from export.request import ExportRequest
-
-    options = list(inspect.signature(export_model).parameters)[2:]  # after model_or_path, out_dir
-    assert [f.name for f in dataclasses.fields(ExportRequest)] == options
+    args = parse_args(["m.keras", "out", "--formats", "fp32,int8", "--calibration", "digits", "--input-size", "64",
+                       "96", "--uint8-input", "--io-type", "uint8", "--num-calibration", "16", "--num-heldout", "8",
+                       "--no-optimize", "--gelu", "tanh", "--attention", "per_head", "--rel-bias", "table",
+                       "--labels", "l.txt", "--no-strict", "--threshold", "int8=0.9", "--threshold", "fp32=0.01",
+                       "--name", "n", "--qat-epochs", "3", "--input-mean", "0.1", "0.2", "0.3", "--input-std", "1",
+                       "2", "3", "--seed", "7"])
+    request = ExportRequest(**{dest: getattr(args, dest) for _, dest, *_ in cli_options()}, progress=None)
+    assert request == ExportRequest(
+        formats=["fp32", "int8"], calibration_source="digits", input_size=(64, 96), uint8_input=True, io_type="uint8",
+        num_calib=16, num_heldout=8, optimize=False, gelu="tanh", attention="per_head", rel_bias="table",
+        labels="l.txt", strict=False, thresholds={"int8": 0.9, "fp32": 0.01}, name="n", qat_epochs=3,
+        input_mean=[0.1, 0.2, 0.3], input_std=[1.0, 2.0, 3.0], seed=7, progress=None)
+    defaults = ExportRequest(**{dest: getattr(parse_args(["m", "o"]), dest) for _, dest, *_ in cli_options()})
+    assert defaults == ExportRequest()  # the CLI's defaults are export_model's
+    with pytest.raises(ExportError, match="bad --threshold 'int8'"):
+        ExportRequest(thresholds=["int8"])
+    with pytest.raises(TypeError, match="unknown option"):
+        export_model("m.keras", "out", calibration="digits")
 
 
 # --- a full disk and a damaged model file read as one human line (issue 23, export part) -------------------------
