@@ -1,42 +1,12 @@
 """The export view computes the Keras model's function with an int8-friendlier graph."""
 
-import json
-from pathlib import Path
-
 import numpy as np
 import pytest
 import tensorflow as tf
+from test_export_forms import randomize, tiny
 
 import keras_coatnet
 from export import view
-from keras_coatnet.builder import build_model
-
-FIXTURES = Path(__file__).parent / "fixtures" / "timm"
-EXTRA = Path(__file__).parent / "fixtures" / "timm_extra"
-
-
-def _randomize_stats(model, seed=0):
-    """Non-trivial BatchNorm statistics, norm affines and relative-position tables, so folding is tested."""
-    rng = np.random.RandomState(seed)
-    for v in model.weights:
-        name = v.path
-        if "moving_variance" in name:
-            v.assign(rng.uniform(0.5, 2.0, v.shape))
-        elif "moving_mean" in name:
-            v.assign(rng.normal(0, 0.2, v.shape))
-        elif name.endswith("gamma") or name.endswith("beta"):
-            v.assign(rng.normal(1.0 if name.endswith("gamma") else 0.0, 0.2, v.shape))
-        elif "relative_position_bias_table" in name:
-            v.assign(rng.normal(0, 0.5, v.shape))
-
-
-def _tiny(name, size=(64, 64)):
-    """A small model: coatnet_micro, or a shrunken timm config from tests/fixtures/timm(_extra)/<name>."""
-    if name == "coatnet_micro":
-        return keras_coatnet.create_model(name, input_shape=(*size, 3), classes=10, classifier_activation=None)
-    path = FIXTURES / name if (FIXTURES / name).exists() else EXTRA / name
-    cfg = json.loads((path / "config.json").read_text())["timm_cfg"]
-    return build_model(cfg, input_shape=(*size, 3), classes=10, classifier_activation=None)
 
 
 # paper blocks; pre-norm act + early SE + no shortcut bias; BatchNorm transformer; pool stride + MLP bias;
@@ -48,8 +18,8 @@ def _tiny(name, size=(64, 64)):
     ("tiny_coatnet_rmlp_nano_rw", "per_head", "table", (96, 64)),
     ("tiny_coatnet_tf_style", "batched", "table", (64, 96))])
 def test_view_matches_keras(name, attention, rel_bias, size):
-    model = _tiny(name, size)
-    _randomize_stats(model)
+    model = tiny(name, size)
+    randomize(model)
     x = np.random.RandomState(1).uniform(0, 255, (1, *size, 3)).astype("float32")
     want = model(x, training=False).numpy()
     opts = view.Options(attention=attention, rel_bias=rel_bias)
