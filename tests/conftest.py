@@ -1,4 +1,4 @@
-"""Test-wide settings: quiet TensorFlow, float32 policy, fixed seeds."""
+"""Test-wide settings: quiet TensorFlow, float32 policy, fixed seeds; the shared tiny model."""
 
 import os
 
@@ -7,6 +7,27 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import keras  # noqa: E402
 import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """The tests' tiny model (harness.build_tiny_model: coatnet_micro, 64x64, 10 classes, seeded), built once for
+    the whole session. Read only: a test that compiles or trains it, or changes its weights or trainable flags,
+    takes `fresh_tiny_model` instead."""
+    from harness import build_tiny_model
+
+    keras.mixed_precision.set_global_policy("float32")
+    return build_tiny_model()
+
+
+@pytest.fixture
+def fresh_tiny_model(tiny_model):
+    """A new copy of `tiny_model` (same architecture and weights) for a test that changes it."""
+    from harness import build_tiny_model
+
+    model = build_tiny_model()
+    model.set_weights(tiny_model.get_weights())
+    return model
 
 
 @pytest.fixture(autouse=True)

@@ -68,13 +68,13 @@ np.save(sys.argv[3], keras.ops.convert_to_numpy(model(x, training=False)))
 
 
 @pytest.mark.parametrize("other", BACKENDS)
-def test_keras_file_saved_here_loads_on_another_backend(other, tmp_path):
+def test_keras_file_saved_here_loads_on_another_backend(other, tmp_path, tiny_model):
     here = keras.backend.backend()
     if other == here:
         pytest.skip("same backend")
     if importlib.util.find_spec("torch" if other == "torch" else other) is None:
         pytest.skip(f"{other} is not installed (pip install -e '.[{other}]')")
-    model = kc.create_model("coatnet_micro", input_shape=(64, 64, 3), classes=10)
+    model = tiny_model
     x = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
     path, x_path, out_path = tmp_path / f"saved_on_{here}.keras", tmp_path / "x.npy", tmp_path / "out.npy"
     model.save(path)

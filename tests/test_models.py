@@ -1,10 +1,13 @@
-"""Model-level guarantees: parameter counts, save/load, heads and pooling, sizes, precision policies, XLA, fit."""
+"""Model-level guarantees: parameter counts, save/load, heads and pooling, sizes, precision policies, XLA, fit.
+The model-level contracts (symbolic vs eager, compiled vs eager, config and save/load round trips, other input
+sizes) go through the shared harness (tests/harness.py: run_backbone_test)."""
 
 import math
 
 import keras
 import numpy as np
 import pytest
+from harness import build_tiny_model, run_backbone_test
 
 import keras_coatnet as kc
 from keras_coatnet.builder import count_params
@@ -17,11 +20,6 @@ EXPECTED_PARAMS = {
     "coatnet_1": 42_225_776, "coatnet_2": 74_684_744, "coatnet_3": 166_966_264,
     "coatnet_4": 275_425_288, "coatnet_5": 687_472_008,
 }
-
-
-@pytest.fixture(scope="module")
-def micro():
-    return kc.create_model("coatnet_micro", input_shape=(64, 64, 3), classes=10)
 
 
 def images(n=2, h=64, w=64, seed=0):
@@ -57,17 +55,18 @@ def test_every_registered_name_resolves():
     assert kc.list_models("paper") == [f"coatnet_{i}" for i in range(8)]
 
 
-def test_save_and_load_keras_file_gives_identical_outputs(micro, tmp_path):
-    x = images()
-    path = tmp_path / "m.keras"
-    micro.save(path)
-    loaded = keras.models.load_model(path)
-    np.testing.assert_array_equal(micro.predict(x, verbose=0), loaded.predict(x, verbose=0))
+def test_tiny_model_through_the_backbone_harness(tiny_model):
+    """Symbolic and eager shapes, compiled vs eager, config round trip, identical outputs after a .keras save and
+    load and after a .weights.h5 loaded with create_model(weights=...); the same network at 96x64 and 32x32."""
+    out = run_backbone_test(tiny_model, images(), (2, 10), builder=build_tiny_model,
+                            variable_inputs=[(images(1, 96, 64), (1, 10)), (images(1, 32, 32), (1, 10))])
+    np.testing.assert_allclose(out.sum(-1), 1.0, atol=1e-5)  # the softmax head
 
 
-def test_frozen_backbone_stays_frozen_after_load(tmp_path):
+def test_frozen_backbone_stays_frozen_after_load(fresh_tiny_model, tmp_path):
     # Keras re-creates a frozen layer with trainable=False, which by itself does not reach sub-layers.
-    model = kc.create_model("coatnet_micro", input_shape=(64, 64, 3), classes=10)
+    # fresh_tiny_model: this test changes trainable flags.
+    model = fresh_tiny_model
     for layer in model.layers:
         layer.trainable = layer.name.startswith("head")
     expected = [w.path for w in model.trainable_weights]
@@ -96,25 +95,23 @@ def test_layer_recreated_frozen_has_no_trainable_weight(layer, input_shape):
 
 
 @pytest.mark.parametrize("name", ["stem", "stages__0__blocks__0", "stages__2__blocks__1"])
-def test_block_recreated_frozen_has_no_trainable_weight(micro, name):
-    layer = micro.get_layer(name)
+def test_block_recreated_frozen_has_no_trainable_weight(tiny_model, name):
+    layer = tiny_model.get_layer(name)
     frozen = _frozen_from_config(layer, layer.input.shape)
     assert frozen.weights and not [w.path for w in frozen.weights if w.trainable]
 
 
-def test_weights_h5_roundtrip(micro, tmp_path):
-    path = tmp_path / "m.weights.h5"
-    micro.save_weights(path)
-    fresh = kc.create_model("coatnet_micro", input_shape=(64, 64, 3), classes=10, weights=str(path))
-    x = images()
-    np.testing.assert_array_equal(micro.predict(x, verbose=0), fresh.predict(x, verbose=0))
+@pytest.mark.parametrize("pooling,shape,other_shape", [(None, (None, 2, 3, 96), (None, 3, 2, 96)),
+                                                       ("avg", (None, 96), (None, 96)),
+                                                       ("max", (None, 96), (None, 96))])
+def test_include_top_false_shapes(pooling, shape, other_shape):
+    """Without the head: 64x96 -> (2, 3) maps (or pooled), and the same backbone built at 96x64."""
+    def builder(**kw):
+        return kc.create_model("coatnet_micro", **{"include_top": False, "pooling": pooling,
+                                                   "input_shape": (64, 96, 3), **kw})
 
-
-@pytest.mark.parametrize("pooling,shape", [(None, (None, 2, 3, 96)), ("avg", (None, 96)), ("max", (None, 96))])
-def test_include_top_false_shapes(pooling, shape):
-    model = kc.create_model("coatnet_micro", include_top=False, pooling=pooling, input_shape=(64, 96, 3))
-    assert model.output_shape == shape
-    assert model.predict(images(1, 64, 96), verbose=0).shape == (1,) + shape[1:]
+    run_backbone_test(builder, images(1, 64, 96), (1,) + shape[1:],
+                      variable_inputs=[(images(1, 96, 64), (1,) + other_shape[1:])])
 
 
 @pytest.mark.tensorflow_only
@@ -130,16 +127,17 @@ def test_input_tensor():
     tensor = keras.Input((64, 64, 3))
     model = kc.create_model("coatnet_micro", input_tensor=tensor, classes=3)
     assert model.inputs[0] is tensor and model.output_shape == (None, 3)
+    run_backbone_test(model, images(), (2, 3))
 
 
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
-def test_mixed_precision_keeps_softmax_and_norms_in_float32(policy, micro):
+def test_mixed_precision_keeps_softmax_and_norms_in_float32(policy, tiny_model):
     x = images()
-    reference = micro.predict(x, verbose=0)
+    reference = tiny_model.predict(x, verbose=0)
     keras.mixed_precision.set_global_policy(policy)
     try:
-        model = kc.create_model("coatnet_micro", input_shape=(64, 64, 3), classes=10)
-        model.set_weights(micro.get_weights())
+        model = build_tiny_model()
+        model.set_weights(tiny_model.get_weights())
         block = model.get_layer("stages__2__blocks__0")
         assert block.compute_dtype == policy.split("_")[1]
         assert block.norm1.compute_dtype == "float32" and block.norm2.compute_dtype == "float32"
@@ -152,7 +150,8 @@ def test_mixed_precision_keeps_softmax_and_norms_in_float32(policy, micro):
 
 
 @pytest.mark.tensorflow_only
-def test_jit_compile_predict_and_train(micro):
+def test_jit_compile_predict_and_train(fresh_tiny_model):
+    micro = fresh_tiny_model  # a copy: this test compiles and trains it
     x, y = images(4), np.array([0, 1, 2, 3])
     micro.compile(optimizer="adam", loss="sparse_categorical_crossentropy", jit_compile=True)
     eager = keras.ops.convert_to_numpy(micro(x, training=False))
@@ -188,11 +187,11 @@ def test_training_mode_is_stochastic_and_inference_is_not():
     assert not np.allclose(run(True), run(True))
 
 
-def test_normalize_input_matches_builtin_preprocessing(micro):
+def test_normalize_input_matches_builtin_preprocessing(tiny_model):
     x = images()
-    raw = micro.predict(x, verbose=0)
-    inner = kc.create_model("coatnet_micro", input_shape=(64, 64, 3), classes=10, include_preprocessing=False)
-    inner.set_weights(micro.get_weights())
+    raw = tiny_model.predict(x, verbose=0)
+    inner = build_tiny_model(include_preprocessing=False)
+    inner.set_weights(tiny_model.get_weights())
     np.testing.assert_allclose(inner.predict(kc.normalize_input(x, "coatnet_micro"), verbose=0), raw, atol=1e-6)
     tensor = kc.normalize_input(keras.ops.convert_to_tensor(x), "coatnet_micro")
     np.testing.assert_allclose(keras.ops.convert_to_numpy(tensor), kc.normalize_input(x), atol=1e-6)
@@ -207,13 +206,14 @@ def test_normalize_input_uses_the_models_and_the_weights_mean_and_std():
                                imagenet, atol=1e-5)
 
 
-def test_preprocess_input_passes_through_as_in_keras_applications(micro):
+def test_preprocess_input_passes_through_as_in_keras_applications(tiny_model):
     """Models normalize inside (include_preprocessing=True), so the keras.applications idiom
     `model.predict(preprocess_input(x))` gives the model's own predictions, as for ConvNeXt/EfficientNetV2."""
     x = images(4)
     for data_format in (None, "channels_last", "channels_first"):
         assert kc.preprocess_input(x, data_format=data_format) is x
-    np.testing.assert_array_equal(micro.predict(kc.preprocess_input(x), verbose=0), micro.predict(x, verbose=0))
+    np.testing.assert_array_equal(tiny_model.predict(kc.preprocess_input(x), verbose=0),
+                                  tiny_model.predict(x, verbose=0))
 
 
 APPLICATIONS_ARGS = {"include_top": True, "weights": None, "input_tensor": None, "input_shape": None,
