@@ -77,8 +77,14 @@ def test_features_example_backbone_and_classifier():
     out = features.run(features.build_parser().parse_args(["--limit", "300"]))
     assert out["feature_shape"] == [300, 96]  # coatnet_micro's last stage is 96 wide, pooled
     assert out["train_images"] == 300 and out["test_images"] == 300
+    # 10 balanced classes: chance is 0.1, and a classifier on features that carry nothing about the image (a
+    # constant or broken backbone) scores 0.1 +- 0.017 (binomial standard deviation on 300 test images).
+    # The raw 8x8 pixels: a fixed logistic regression on fixed data, 0.93 (no randomness but the solver's).
     assert out["pixel_accuracy"] >= 0.9
-    assert out["feature_accuracy"] >= 0.5  # random-init features, far above chance (0.1)
+    # Random-init (seeded) CoAtNet features: 0.69-0.70 measured; 0.5 is 23 standard deviations above chance and
+    # leaves 0.2 for other CPUs' kernels. They may not beat the pixels: nothing was trained.
+    assert out["feature_accuracy"] >= 0.5
+    assert out["feature_accuracy"] < out["pixel_accuracy"]
 
 
 @pytest.mark.slow
@@ -100,7 +106,11 @@ def test_finetune_from_weights_export_int8_then_predict_like_a_phone_app(tmp_pat
     assert open(os.path.join(run_dir, "labels.txt")).read() == "circle\nsquare\ntriangle\n"
     report = json.load(open(os.path.join(run_dir, "report.json")))
     export = report["formats"]["int8"]
-    assert export["passed"] and export["n"] == 15 and export["confident_agreement"] >= 0.9  # held out: half, disjoint
+    # held out: half, disjoint. `passed` is the CLI's own check of --int8-min-agreement (>= 0.9 by itself could not
+    # fail once passed): the report must say it checked the 0.9 asked for, and the agreement must meet it.
+    assert export["passed"] and export["n"] == 15
+    assert export["threshold"]["confident_agreement"] == pytest.approx(0.9)
+    assert export["confident_agreement"] >= export["threshold"]["confident_agreement"]
     assert report["heldout_per_class"] == {"circle": 5, "square": 5, "triangle": 5}
     assert report["calibration_per_class"] == {"circle": 5, "square": 5, "triangle": 5}
 
@@ -111,12 +121,12 @@ def test_finetune_from_weights_export_int8_then_predict_like_a_phone_app(tmp_pat
             np.testing.assert_array_equal(got, want)
     assert tuned.output.shape[-1] == 3
 
-    # A phone app: an unseen picture in, uint8 input, the right label on top.
+    # A phone app: unseen pictures in (two per class), uint8 input, the right label on top.
     (tflite,) = glob.glob(os.path.join(run_dir, "*_int8.tflite"))
     hits = 0
-    for i, name in enumerate(sorted(CLASSES)):
-        image = tmp_path / f"{name}.png"
-        draw(*CLASSES[name], size=64, rng=np.random.default_rng(100 + i)).save(image)
+    for k, (i, name) in [(k, c) for k in range(2) for c in enumerate(sorted(CLASSES))]:
+        image = tmp_path / f"{name}_{k}.png"
+        draw(*CLASSES[name], size=64, rng=np.random.default_rng(100 + i + 10 * k)).save(image)
         p = _cli("tflite_predict", tflite, image, "--json", "--top", 3)
         assert p.returncode == 0, p.stderr
         result = json.loads(p.stdout)
@@ -125,4 +135,6 @@ def test_finetune_from_weights_export_int8_then_predict_like_a_phone_app(tmp_pat
         scores = [score for _, score in result["top"]]
         assert scores == sorted(scores, reverse=True) and sum(scores) == pytest.approx(1.0, abs=0.05)
         hits += result["top"][0][0] == name
-    assert hits >= 2
+    # 3 classes: a model that guesses gets 5 or 6 of 6 with probability 6 * (1/3)^5 * (2/3) + (1/3)^6 = 1.8%
+    # (2 of 3, the earlier bound, with 26%); the colors make the classes easy (test_shapes_folder_...).
+    assert hits >= 5, hits
