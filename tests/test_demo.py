@@ -71,11 +71,6 @@ def test_fast_demo_report_matches_its_artifacts(tmp_path):
     # 0.947 and 0.975 in runs on 2 CPU cores (validation accuracy 0.94 after 3 of the 4 epochs); 0.85 leaves about
     # ten points for other CPUs' kernels and is 45 standard deviations above chance.
     assert s["keras_test_accuracy"] >= 0.85
-    # The same model, the same 360 images, measured by training (float pixels) and by the export (pixels rounded
-    # to uint8 first, as a camera gives them): the rounding may flip a near-tie or two, not more (1 seen).
-    training = report["training"]
-    if training["best"]["epoch"] == training["epochs"]:  # best.keras is the last epoch's model
-        assert abs(s["keras_test_accuracy"] - training["test_top1_last_epoch"]) <= 4 / 360
     assert abs(s["fp32_test_accuracy"] - s["keras_test_accuracy"]) <= 1 / 360
     assert abs(s["int8_test_accuracy"] - s["keras_test_accuracy"]) <= 0.05
     assert report["formats"]["fp32"]["max_rel_error"] <= 1e-4 and s["fp32_validated"]
