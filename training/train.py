@@ -4,6 +4,7 @@ CLI:    python -m training.train --preset digits --output-dir runs/digits
 Python: training.train.run({"preset": "digits", "output_dir": "runs/digits"}) -> dict
 """
 import contextlib
+import dataclasses
 import importlib.util
 import json
 import logging
@@ -225,43 +226,55 @@ def run(config=None, callbacks=()):
             raise lost or TensorFlowError(f"TensorFlow {type(e).__name__}: {tf_error_text(e)}") from e
 
 
+@dataclasses.dataclass
+class _Setup:
+    """What the steps of one run share: its config, strategy, this worker's output folder and the batch."""
+
+    cfg: dict
+    strategy: object
+    kind: str  # device kind: "cpu", "gpu" or "tpu"
+    chief: bool
+    out: str  # this worker's output folder (the chief's: cfg["output_dir"])
+    paths: dict  # _paths(out)
+    replicas: int
+    global_batch: int
+    info: dict  # the run's description, the first keys of its results
+    t_start: float = 0.0
+
+
 def _run(cfg, callbacks, restore):
     """run()'s body; `restore` (an ExitStack) undoes its process-wide changes when run() ends."""
+    setup = _set_up(cfg, restore)
+    data = _load_data(setup, restore)
+    if cfg["eval_only"]:
+        return _run_eval_only(setup, data)
+    steps = _steps_per_epoch(cfg, data, setup.global_batch)
+    peak_lr, schedule = _learning_rate(setup, steps)
+    model = _build_compiled_model(setup, data, schedule)
+    position = _restore_backup(setup, model)
+    train_ds, val_ds = _datasets(setup, data, steps, position)
+    _prepare_output_dir(setup, data, position)
+    cbs, checkpoints, sigterm = _fit_callbacks(setup, steps, position[1], val_ds is not None, callbacks)
+    fit_s = _fit(setup, model, train_ds, val_ds, cbs, sigterm, checkpoints, steps, position[0])
+    results, history = _training_results(setup, model, data, checkpoints, steps, position, fit_s, peak_lr, schedule)
+    return _finish(setup, model, data, results, history)
+
+
+def _set_up(cfg, restore):
+    """The strategy (first: multi-worker collectives must be set up before other TF work), the checked output
+    folder, the dtype policy and seeds (undone by `restore`)."""
     import tensorflow as tf
 
-    from training.strategy import any_worker, device_kind, is_chief, make_strategy, strategy_name, task_id
+    from training.strategy import device_kind, make_strategy, strategy_name
 
-    # The strategy first: multi-worker collectives must be set up before other TF work.
     strategy = make_strategy(cfg["strategy"], cfg["tpu"])
     import keras
 
     import keras_coatnet  # noqa: F401  (registers the model's layers for load_model)
-    from keras_coatnet.atomic import writable_folder
-    from training._compat import multiworker_log_reduction
-    from training.callbacks import (
-        Backup,
-        Checkpoints,
-        HistoryCSV,
-        StopOnNonFinite,
-        TrainingDiverged,
-        catch_sigterm,
-        drop_history_from,
-        load_backup,
-        plot_curves,
-        read_history,
-    )
-    from training.data import load_data, pipeline
-    from training.model import build_model
-    from training.optim import lr_schedule, make_optimizer, scaled_lr
 
     warnings.filterwarnings("ignore", message=".*(ran out of data|`shuffle=True` was passed).*")
     kind = device_kind(strategy)
-    chief = is_chief(strategy)
-    out = cfg["output_dir"] if chief else os.path.join(cfg["output_dir"], f".worker{task_id(strategy)}")
-    paths = _paths(out)
-    writable_folder(out)  # one line (exit 2) for a file, a folder under a file, or an unwritable one
-    if not cfg["eval_only"]:
-        _check_output_dir({**cfg, "output_dir": out}, paths)
+    chief, out, paths = _output_folder(cfg, strategy)
     replicas = strategy.num_replicas_in_sync
     global_batch = int(cfg["batch_size"]) * replicas
     policy = _precision_policy(cfg["mixed_precision"], kind)
@@ -273,26 +286,66 @@ def _run(cfg, callbacks, restore):
              strategy_name(strategy), replicas, kind, global_batch, policy)
     info = {"model": cfg["model"], "dataset": cfg["dataset"], "strategy": strategy_name(strategy),
             "device": kind, "replicas": replicas, "global_batch": global_batch, "precision": policy}
+    return _Setup(cfg, strategy, kind, chief, out, paths, replicas, global_batch, info)
 
-    t_start = time.time()
-    data = load_data(cfg)
-    info["skipped_images"] = data.skipped
-    keras.config.set_dtype_policy(policy)
-    restore.enter_context(multiworker_log_reduction(strategy))
-    if cfg["eval_only"]:
-        results = {**info, **_eval_only(cfg, strategy, data, global_batch),
-                   "metrics_json": paths["eval_json"]}
-        if chief:
-            _write_json(paths["eval_json"], results)
-        return results
 
+def _output_folder(cfg, strategy):
+    """(chief?, this worker's output folder, its `_paths`): the chief writes to --output-dir, another worker to
+    its .worker<task> folder inside. Checks that the folder is writable and (training) may be used."""
+    from keras_coatnet.atomic import writable_folder
+    from training.strategy import is_chief, task_id
+
+    chief = is_chief(strategy)
+    out = cfg["output_dir"] if chief else os.path.join(cfg["output_dir"], f".worker{task_id(strategy)}")
+    paths = _paths(out)
+    writable_folder(out)  # one line (exit 2) for a file, a folder under a file, or an unwritable one
+    if not cfg["eval_only"]:
+        _check_output_dir({**cfg, "output_dir": out}, paths)
+    return chief, out, paths
+
+
+def _load_data(setup, restore):
+    """The data splits (training/data.py); starts the run's clock, then sets the dtype policy and the
+    multi-worker log reduction (undone by `restore`)."""
+    import keras
+
+    from training._compat import multiworker_log_reduction
+    from training.data import load_data
+
+    setup.t_start = time.time()
+    data = load_data(setup.cfg)
+    setup.info["skipped_images"] = data.skipped
+    keras.config.set_dtype_policy(setup.info["precision"])
+    restore.enter_context(multiworker_log_reduction(setup.strategy))
+    return data
+
+
+def _run_eval_only(setup, data):
+    """--eval-only: the results of evaluating the model, written to eval.json by the chief."""
+    results = {**setup.info, **_eval_only(setup.cfg, setup.strategy, data, setup.global_batch),
+               "metrics_json": setup.paths["eval_json"]}
+    if setup.chief:
+        _write_json(setup.paths["eval_json"], results)
+    return results
+
+
+def _steps_per_epoch(cfg, data, global_batch):
+    """--steps-per-epoch, else the full global batches in the training split; ValueError if none."""
     steps = int(cfg["steps_per_epoch"] or data.train.count // global_batch)
     if steps < 1:
         raise ValueError(f"{data.train.count} training images are fewer than one global batch "
                          f"({global_batch}); lower batch_size")
+    return steps
+
+
+def _learning_rate(setup, steps):
+    """(peak LR scaled to the global batch, the LR schedule over the whole run); logs them."""
+    from training.optim import lr_schedule, scaled_lr
+
+    cfg, global_batch = setup.cfg, setup.global_batch
     peak_lr = scaled_lr(float(cfg["lr"]), global_batch, int(cfg["lr_base_batch"]), cfg["lr_scaling"])
     log.info("global batch %d (batch_size %d x %d replica(s)), peak LR %.3g (lr %g at lr_base_batch %d, "
-             "%s scaling)", global_batch, int(cfg["batch_size"]), replicas, peak_lr, float(cfg["lr"]),
+             "%s scaling)", global_batch, int(cfg["batch_size"]), setup.replicas, peak_lr, float(cfg["lr"]),
              int(cfg["lr_base_batch"]), cfg["lr_scaling"])
     if peak_lr < 1e-5 and cfg["lr_scaling"] != "none":
         log.warning("peak LR %.3g is below 1e-05: --lr %g applies at --lr-base-batch %d and is scaled down to the "
@@ -300,90 +353,157 @@ def _run(cfg, callbacks, restore):
                     int(cfg["lr_base_batch"]), global_batch, global_batch)
     total_steps = steps * int(cfg["epochs"])
     schedule = lr_schedule(peak_lr, total_steps, float(cfg["warmup_epochs"]) * steps, float(cfg["min_lr_ratio"]))
-    with strategy.scope():
+    return peak_lr, schedule
+
+
+def _build_compiled_model(setup, data, schedule):
+    """The model, compiled with its optimizer and with its variables built, under the strategy's scope."""
+    from training.model import build_model
+    from training.optim import make_optimizer
+
+    cfg = setup.cfg
+    with setup.strategy.scope():
         model = build_model(cfg, data.num_classes)
-        _compile(model, cfg, make_optimizer(model, cfg, schedule), kind)
-        _prebuild(model, global_batch, int(cfg["image_size"]), data.num_classes)
+        _compile(model, cfg, make_optimizer(model, cfg, schedule), setup.kind)
+        _prebuild(model, setup.global_batch, int(cfg["image_size"]), data.num_classes)
+    return model
+
+
+def _restore_backup(setup, model):
+    """(epoch, batch) to resume at: the chief's backup restored into `model` on every worker, else (0, 0)."""
+    from training.callbacks import load_backup
 
     # Only the chief keeps a backup; every worker resumes from it.
-    position = load_backup(model, paths["backup_dir"]) if cfg["backup"] and chief else (0, 0)
-    resumed_epoch, resumed_batch = position = _share_chief_state(strategy, model, position)
-    train_ds = pipeline(data.train, cfg, global_batch, data.num_classes, True)
+    position = load_backup(model, setup.paths["backup_dir"]) if setup.cfg["backup"] and setup.chief else (0, 0)
+    position = _share_chief_state(setup.strategy, model, position)
     if position != (0, 0):
-        log.info("resuming from the backup at epoch %d, batch %d", resumed_epoch + 1, resumed_batch)
-        if cfg["deterministic"]:  # the same batches as an uninterrupted run: skip those trained on
-            train_ds = train_ds.skip(resumed_epoch * steps + resumed_batch)
-    val_ds = pipeline(data.val, cfg, global_batch, data.num_classes, False) if data.val else None
+        log.info("resuming from the backup at epoch %d, batch %d", position[0] + 1, position[1])
+    return position
 
-    if chief and position != (0, 0):
-        drop_history_from(paths["history_csv"], resumed_epoch)  # rows logged after the backup was written
-    elif chief:  # a fresh run: drop history and best-so-far of any earlier run in this directory
-        for p in (paths["history_csv"], os.path.join(out, "best.json")):
+
+def _datasets(setup, data, steps, position):
+    """(train, validation or None) pipelines; a deterministic resumed run skips the batches already trained on, so
+    that it sees the same batches as an uninterrupted run."""
+    from training.data import pipeline
+
+    cfg, global_batch = setup.cfg, setup.global_batch
+    train_ds = pipeline(data.train, cfg, global_batch, data.num_classes, True)
+    if position != (0, 0) and cfg["deterministic"]:
+        resumed_epoch, resumed_batch = position
+        train_ds = train_ds.skip(resumed_epoch * steps + resumed_batch)
+    val_ds = pipeline(data.val, cfg, global_batch, data.num_classes, False) if data.val else None
+    return train_ds, val_ds
+
+
+def _prepare_output_dir(setup, data, position):
+    """Drops what an earlier run left in the output folder (for a resumed run, only the history rows logged after
+    its backup at `position`), then writes config.json and (the chief) labels.txt."""
+    from keras_coatnet.atomic import write_text
+    from training.callbacks import drop_history_from
+
+    paths = setup.paths
+    if setup.chief and position != (0, 0):
+        drop_history_from(paths["history_csv"], position[0])  # rows logged after the backup was written
+    elif setup.chief:  # a fresh run: drop history and best-so-far of any earlier run in this directory
+        for p in (paths["history_csv"], os.path.join(setup.out, "best.json")):
             if os.path.exists(p):
                 os.remove(p)
         shutil.rmtree(paths["tensorboard_dir"], ignore_errors=True)
-    _write_json(paths["config_json"], cfg)
-    if chief and data.class_names:
-        from keras_coatnet.atomic import write_text
-
+    _write_json(paths["config_json"], setup.cfg)
+    if setup.chief and data.class_names:
         write_text(paths["labels_txt"], "".join(f"{name}\n" for name in data.class_names))  # class-index order
 
-    checkpoints = Checkpoints(out, "val_loss" if val_ds is not None else "loss", "min", enabled=chief)
+
+def _fit_callbacks(setup, steps, resumed_batch, has_val, extra):
+    """(fit's callbacks then `extra`, their Checkpoints, the SIGTERM event their Backup watches)."""
+    import keras
+
+    from training.callbacks import Backup, Checkpoints, HistoryCSV, StopOnNonFinite
+    from training.strategy import any_worker
+
+    cfg, paths = setup.cfg, setup.paths
+    checkpoints = Checkpoints(setup.out, "val_loss" if has_val else "loss", "min", enabled=setup.chief)
     # The backup at each epoch end follows the history row (a rerun drops rows past the backup) and precedes the
     # EMA swap (it holds the training weights). SIGTERM stops at a step boundary, with or without a backup.
     sigterm = threading.Event()
     cbs = [StopOnNonFinite(f"Last good checkpoint: {paths['last_model']}"),
            HistoryCSV(paths["history_csv"]),
            Backup(os.path.join(cfg["output_dir"], "backup") if cfg["backup"] else None,  # the chief's backup_dir
-                  sigterm, any_worker(strategy), steps, resumed_batch, enabled=chief)]
+                  sigterm, any_worker(setup.strategy), steps, resumed_batch, enabled=setup.chief)]
     if cfg["use_ema"]:
         cbs.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
     cbs.append(checkpoints)
     if _has_tensorboard():
         cbs.append(keras.callbacks.TensorBoard(paths["tensorboard_dir"], update_freq="epoch", profile_batch=0))
-    cbs += list(callbacks)
+    cbs += list(extra)
+    return cbs, checkpoints, sigterm
 
+
+def _fit(setup, model, train_ds, val_ds, cbs, sigterm, checkpoints, steps, resumed_epoch):
+    """model.fit, stopped at a step boundary by SIGTERM; returns its seconds. On a NaN/Inf loss the chief writes
+    metrics.json (status diverged) and TrainingDiverged propagates."""
+    from training.callbacks import TrainingDiverged, catch_sigterm
+
+    cfg, paths = setup.cfg, setup.paths
     t_fit = time.time()
     try:
         with catch_sigterm(sigterm):
             model.fit(train_ds, epochs=int(cfg["epochs"]), initial_epoch=resumed_epoch, steps_per_epoch=steps,
                       validation_data=val_ds, callbacks=cbs, verbose=int(cfg["verbose"]))
     except TrainingDiverged as e:
-        if chief:
-            _write_json(paths["metrics_json"], {**info, "status": "diverged", "error": str(e),
+        if setup.chief:
+            _write_json(paths["metrics_json"], {**setup.info, "status": "diverged", "error": str(e),
                                                 "best": checkpoints.best(), "last_model": paths["last_model"]})
         raise
-    fit_s = time.time() - t_fit
+    return time.time() - t_fit
+
+
+def _training_results(setup, model, data, checkpoints, steps, position, fit_s, peak_lr, schedule):
+    """The results of a completed fit: steps, LR, throughput, best epoch and the last history row."""
+    from training.callbacks import read_history
+
+    cfg, paths, (resumed_epoch, resumed_batch) = setup.cfg, setup.paths, position
     optimizer_steps = int(model.optimizer.iterations.numpy())
     history = read_history(paths["history_csv"]) if os.path.exists(paths["history_csv"]) else {}
     results = {
-        **info, "status": "completed",
+        **setup.info, "status": "completed",
         "epochs": int(cfg["epochs"]), "steps_per_epoch": steps, "optimizer_steps": optimizer_steps,
         "resumed_from_epoch": resumed_epoch, "resumed_from_batch": resumed_batch, "peak_lr": peak_lr,
         "final_lr": float(schedule(optimizer_steps)),
         "train_images": data.train.count, "fit_time_s": fit_s,
-        "train_images_per_s": (optimizer_steps - resumed_epoch * steps - resumed_batch) * global_batch / fit_s,
+        "train_images_per_s": (optimizer_steps - resumed_epoch * steps - resumed_batch) * setup.global_batch / fit_s,
         "best": checkpoints.best(), "history_epochs": [int(e) for e in history.get("epoch", [])],
     }
     for key in ("loss", "accuracy", "val_loss", "val_accuracy", "val_top5"):
         if history.get(key):
             results[f"final_{key}"] = history[key][-1]
+    return results, history
+
+
+def _finish(setup, model, data, results, history):
+    """Adds the test split's results and the output paths to `results`; the chief plots the curves, saves the timm
+    checkpoint, writes metrics.json and only then drops the backup. Returns `results`."""
+    from training.callbacks import plot_curves
+    from training.data import pipeline
+
+    cfg, paths = setup.cfg, setup.paths
     if data.test is not None:
-        test = _evaluate(model, pipeline(data.test, cfg, global_batch, data.num_classes, False))
+        test = _evaluate(model, pipeline(data.test, cfg, setup.global_batch, data.num_classes, False))
         results.update({f"test_{k}": v for k, v in test.items()}, test_images=data.test.count)
-    results["total_time_s"] = time.time() - t_start
-    if chief and history:
+    results["total_time_s"] = time.time() - setup.t_start
+    if setup.chief and history:
         plot_curves(history, paths["curves_png"])
     results.update({k: paths[k] for k in ("best_model", "last_model", "history_csv", "curves_png",
                                            "metrics_json", "tensorboard_dir", "config_json")})
     if data.class_names:
         results["labels_txt"] = paths["labels_txt"]
-    if chief and cfg["save_timm"]:
+    if setup.chief and cfg["save_timm"]:
         results["best_timm"] = _save_timm(paths, data.class_names)
-    if chief:
+    if setup.chief:
         _write_json(paths["metrics_json"], results)
         shutil.rmtree(paths["backup_dir"], ignore_errors=True)  # kept until now: a kill before resumes at the end
     return results
+
 
 
 def _share_chief_state(strategy, model, position):
