@@ -18,22 +18,6 @@ def run_through_graph(model, x, operation_fn):
     return model._run_through_graph(x, operation_fn=operation_fn)
 
 
-def quantize_with_float_islands(converter, float_ops):
-    """TFLite bytes: ``converter`` (set up for int8 with a representative dataset) calibrated, then every op
-    quantized except the op types ``float_ops``, which stay float between QUANTIZE / DEQUANTIZE.
-
-    Stands in for `tf.lite.experimental.QuantizationDebugger(denylisted_ops=...).get_nondebug_quantized_model()`,
-    which does the same two steps but cannot set int8 / uint8 input and output types."""
-    from tensorflow.lite.python import convert as tflite_convert
-
-    in_type, out_type = converter.inference_input_type, converter.inference_output_type
-    converter.experimental_mlir_quantizer = True
-    converter._experimental_calibrate_only = True  # a float model carrying calibration statistics
-    calibrated = converter.convert()
-    return tflite_convert.mlir_quantize(calibrated, input_data_type=in_type, output_data_type=out_type,
-                                        denylisted_ops=list(float_ops))
-
-
 def tflite_schema():
     """The TFLite flatbuffer schema's generated Python classes (`BufferT`, `MetadataT`, ...).
 

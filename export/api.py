@@ -13,7 +13,7 @@ import numpy as np
 from export import analyze, calibration, litert, loading, machine, metadata, validate, view
 from export.convention import describe, input_convention, to_model_input
 from export.errors import ExportError
-from export.formats import FORMATS, configure, convert, parse_formats
+from export.formats import FORMATS, convert, parse_formats, view_options
 from export.labels import class_labels
 from export.request import ExportRequest
 from export.serving import Serving
@@ -168,7 +168,7 @@ def _export(model, request, convention, names, tmp, staging, out_dir):
     views = {}  # resolved view options -> (options, Serving, SavedModel dir): one graph per distinct choice
 
     def view_for(fmt):
-        opts = request.view_options(fmt)
+        opts = view_options(request, fmt)
         key = tuple(opts.as_dict().values()) if request.optimize else "keras"
         if key not in views:
             forward = view.forward(model, opts) if request.optimize else view.keras_forward(model)
@@ -287,9 +287,8 @@ def _convert(fmt, request, serving, sm_dir, calib_in):
     """TFLite bytes for one format (not qat_int8) from the SavedModel ``sm_dir`` written by ``serving``;
     ``calib_in``: calibration images [N, H, W, 3] as the exported input takes them."""
     rep = calibration.representative(calib_in, request.input_dtype) if FORMATS[fmt].calibrated else None
-    conv = configure(serving.converter(sm_dir), fmt, rep, request.io_type, float_input=not request.uint8_input)
     try:
-        return convert(conv, fmt)
+        return convert(serving.converter(sm_dir), fmt, rep, request.io_type)
     except Exception as e:  # noqa: BLE001 - converter errors are long MLIR dumps
         lines = [l for l in str(e).splitlines() if l.strip()]
         raise ExportError(f"{fmt}: TFLite conversion failed: {lines[-1] if lines else type(e).__name__}") from e

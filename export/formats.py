@@ -10,6 +10,9 @@ from export.errors import ExportError
 # (int8 BATCH_MATMUL only with a zero right-hand zero point, no int8 SOFTMAX, GELU or RSQRT);
 # in int8 they would run in TFLite's own single-threaded kernels and split the graph into many partitions.
 FLOAT_ISLAND_OPS = ("BATCH_MATMUL", "SOFTMAX", "GELU", "RSQRT")
+# Post-training quantized by the LiteRT Quantizer (``quantize``) from the fp32 file. int16x8 and qat_int8 stay on
+# the TFLite converter: the quantizer's int16x8 of this graph does not run in LiteRT 2.3 (docs/export.md).
+QUANTIZER_FORMATS = ("int8", "int8_full")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,54 +63,126 @@ def parse_formats(names):
     return list(dict.fromkeys(names))
 
 
-def configure(converter, name, representative=None, io_type="float32", float_input=True):
+def view_options(request, fmt):
+    """The export view's ``view.Options`` for format ``fmt`` of an ``ExportRequest``: ``request.view_options(fmt)``,
+    except that int8_full always stores the relative-position bias as a constant: the LiteRT Quantizer has no
+    integer TILE / ABS / MINIMUM, which the run-time table expansion is made of, and would leave them float."""
+    from export.view import Options
+
+    opts = request.view_options(fmt)
+    if fmt != "int8_full" or opts.rel_bias == "constant":
+        return opts
+    if request.rel_bias != "auto":
+        raise ExportError("int8_full needs rel_bias 'constant' (the LiteRT Quantizer cannot quantize the TILE / ABS "
+                          "/ MINIMUM of the 'table' expansion)")
+    return Options(opts.gelu, opts.attention, "constant")
+
+
+def configure(converter, name, representative=None):
     """Sets ``converter`` (a tf.lite.TFLiteConverter) up for format ``name``; returns it.
 
-    ``representative`` is a zero-argument generator function of calibration inputs (calibrated formats).
-    Convert with ``convert(converter, name)`` (formats with float islands are quantized in two steps).
-    ``io_type`` ("float32", "int8", "uint8") is the input/output type of an int8 model (int8, int8_full, qat_int8);
-    a uint8 camera-input signature keeps its uint8 input whatever ``io_type`` says.
-    """
-    fmt = FORMATS[name]
+    For a format quantized by the LiteRT Quantizer (``QUANTIZER_FORMATS``) that is the plain float32 conversion
+    that ``quantize`` starts from. ``representative``: a zero-argument generator function of calibration inputs
+    (int16x8; qat_int8: for the tensors between its fake-quant ops)."""
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]  # never SELECT_TF_OPS
     if name == "fp16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
     elif name == "dynamic":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    elif fmt.calibrated:
-        if representative is None and name != "qat_int8":
-            raise ExportError(f"format {name!r} needs calibration data (--calibration)")
+    elif name == "int16x8":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        if representative is not None:
-            converter.representative_dataset = representative
-        if name == "int16x8":
-            converter.target_spec.supported_ops = [
-                tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8,
-                tf.lite.OpsSet.TFLITE_BUILTINS,  # ops without a 16x8 kernel (input cast) stay float
-            ]
-        else:
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-            if fmt.float_islands:
-                converter.target_spec.supported_ops.append(tf.lite.OpsSet.TFLITE_BUILTINS)
-            if io_type not in IO_TYPES:
-                raise ExportError(f"unknown int8 io type {io_type!r}; allowed: {sorted(IO_TYPES)}")
-            converter.inference_output_type = IO_TYPES[io_type]
-            if float_input:
-                converter.inference_input_type = IO_TYPES[io_type]
+        converter.representative_dataset = representative
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8,
+            tf.lite.OpsSet.TFLITE_BUILTINS,  # ops without a 16x8 kernel (input cast) stay float
+        ]
+    elif name == "qat_int8":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
     return converter
 
 
-def convert(converter, name):
-    """TFLite bytes from ``converter`` as set up by ``configure(converter, name, ...)``.
+def convert(converter, name, representative=None, io_type="int8"):
+    """TFLite bytes of format ``name`` from ``converter`` (a tf.lite.TFLiteConverter of the float graph).
 
-    A format with ``float_islands`` is quantized selectively: calibrate, then quantize every op but those op
-    types, which stay float between QUANTIZE / DEQUANTIZE (XNNPACK takes both). That is what the public
-    ``tf.lite.experimental.QuantizationDebugger(denylisted_ops=...)`` does, but it cannot set the int8 / uint8
-    input and output types, so its two steps are called directly (``export._compat``)."""
-    islands = FORMATS[name].float_islands
-    if not islands:
-        return converter.convert()
-    from export._compat import quantize_with_float_islands
+    ``representative``: a zero-argument generator function yielding [input [1, H, W, 3]] lists (calibrated
+    formats). ``io_type`` ("int8", "uint8", "float32"): input / output type of int8, int8_full and qat_int8;
+    int16x8 has float32 input and output. A uint8 camera-input signature keeps its uint8 input whatever
+    ``io_type`` says."""
+    fmt = FORMATS[name]
+    if fmt.calibrated and representative is None:
+        raise ExportError(f"format {name!r} needs calibration data (--calibration)")
+    if io_type not in IO_TYPES:
+        raise ExportError(f"unknown int8 io type {io_type!r}; allowed: {sorted(IO_TYPES)}")
+    configure(converter, name, representative)
+    if name == "qat_int8":
+        return _convert_qat(converter, representative, io_type)
+    data = converter.convert()
+    return quantize(data, name, representative, io_type) if name in QUANTIZER_FORMATS else data
 
-    return quantize_with_float_islands(converter, islands)
+
+def _convert_qat(converter, representative, io_type):
+    """The QAT graph quantized by the TFLite converter (learned fake-quant ranges, the rest calibrated), with
+    ``FLOAT_ISLAND_OPS`` left float: public ``tf.lite.experimental.QuantizationDebugger`` with
+    ``denylisted_ops``; ``fully_quantize`` gives int8 input / output, without it they are float32 (the debugger
+    has no uint8: ``export.qat`` refuses io_type uint8)."""
+    options = tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=list(FORMATS["qat_int8"].float_islands),
+                                                            fully_quantize=io_type == "int8")
+    debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=representative,
+                                                         debug_options=options)
+    return debugger.get_nondebug_quantized_model()
+
+
+def _recipe(qt, name, io_type):
+    """Loads format ``name``'s recipe into the LiteRT ``Quantizer`` ``qt``: static quantization of every supported op,
+    int8 weights (per channel) and activations; the ``float_islands`` op types and, for float32 ``io_type``, the
+    graph's input / output left float; for uint8, uint8 input / output."""
+    from litert_quantizer import qtyping
+
+    op, keep_float = qtyping.TFLOperationName, "no_quantize"
+    qt.add_static_config(".*", op.ALL_SUPPORTED, 8, 8)
+    for island in FORMATS[name].float_islands:
+        qt.update_quantization_recipe(".*", op(island), algorithm_key=keep_float)
+    if io_type == "float32":
+        for end in (op.INPUT, op.OUTPUT):
+            qt.update_quantization_recipe(".*", end, algorithm_key=keep_float)
+    elif io_type == "uint8":
+        uint8 = qtyping.TensorQuantizationConfig(8, symmetric=False, dtype=qtyping.TensorDataType.UINT)
+        uint8 = qtyping.OpQuantizationConfig(activation_tensor_config=uint8,
+                                             compute_precision=qtyping.ComputePrecision.INTEGER)
+        for end in (op.INPUT, op.OUTPUT):
+            qt.update_quantization_recipe(".*", end, uint8)
+
+
+def quantize(fp32, name, representative, io_type="int8"):
+    """The float32 TFLite model ``fp32`` (bytes, one signature with one input) quantized by the LiteRT Quantizer
+    for format ``name`` (``QUANTIZER_FORMATS``), calibrated on the inputs ``representative()`` yields (each
+    tensor's range: min and max over all of them) -> TFLite bytes. ``io_type``: "int8", "uint8" or "float32"."""
+    import contextlib
+    import io
+    import warnings
+
+    from ai_edge_litert.tools import flatbuffer_utils
+    from litert_quantizer import Quantizer, calibrator
+    from litert_quantizer.utils import qsv_utils
+
+    qt = Quantizer(fp32)
+    _recipe(qt, name, io_type)
+    # quiet: the quantizer draws tqdm progress bars and warns about its own debug interpreter on stderr
+    with contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        calib = calibrator.CalibrationInterpreter(fp32, calibrator.CalibrationMode.CALIBRATION_PROFILER_BASED,
+                                                  qsv_update_func=qsv_utils.min_max_update)
+        (key,) = calib.get_signature_list()
+        runner = calib.get_signature_runner(key)
+        (input_name,) = runner.get_input_details()
+        for x in representative():
+            runner(**{input_name: x[0]})
+        result = qt.quantize(calib.get_calibration_results(), enable_progress_bar=False,
+                             enable_progress_report=False)
+    # a large model comes with its weights after the flatbuffer (offset buffers); written inline here, as the
+    # converter writes them (< 2 GB), for tools that read only those (export.artifacts, TF's flatbuffer_utils)
+    model = flatbuffer_utils.read_model_from_bytearray(result.quantized_model)
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))

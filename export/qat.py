@@ -96,12 +96,14 @@ def export_qat(model, request, convention, samples, calib_in):
     from export import calibration
     from export.convention import to_model_input
     from export.errors import ExportError
-    from export.formats import configure, convert
+    from export.formats import convert
     from export.serving import Serving
     from keras_coatnet.cli import SCRATCH_PREFIX
 
     if str(samples.source) != "digits":
         raise ExportError("qat_int8 needs labelled training images: use --calibration digits")
+    if request.io_type == "uint8":
+        raise ExportError("qat_int8 has int8 or float32 input / output (--io-type); uint8 is not available")
     size, epochs = request.input_size, request.qat_epochs
     x_train, y_train = calibration.digits_split(size[0], "train")
     x_model = to_model_input(np.round(x_train), convention)
@@ -119,6 +121,4 @@ def export_qat(model, request, convention, samples, calib_in):
     rep = calibration.representative(calib_in, request.input_dtype)
     with tempfile.TemporaryDirectory(prefix=SCRATCH_PREFIX) as tmp:
         sm = qat_serving.write_saved_model(Path(tmp) / "sm")
-        conv = configure(qat_serving.converter(sm), "qat_int8", rep, request.io_type,
-                         float_input=not request.uint8_input)
-        return convert(conv, "qat_int8"), qat_model
+        return convert(qat_serving.converter(sm), "qat_int8", rep, request.io_type), qat_model

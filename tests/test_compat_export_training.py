@@ -15,16 +15,8 @@ def _tiny_model():
     return keras.Model(inp, keras.layers.Dense(3, activation="softmax", name="out")(hidden))
 
 
-def _tflite(model, int8=False):
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    if int8:
-        conv.optimizations = [tf.lite.Optimize.DEFAULT]
-        conv.representative_dataset = lambda: ([np.random.default_rng(i).normal(size=(1, 4)).astype("float32")]
-                                               for i in range(16))
-        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
-        conv.inference_input_type = conv.inference_output_type = tf.int8
-        return conv
-    return conv.convert()
+def _tflite(model):
+    return tf.lite.TFLiteConverter.from_keras_model(model).convert()
 
 
 def test_run_through_graph_replaces_layer_calls():
@@ -42,16 +34,6 @@ def test_ops_details_lists_every_node():
 
     ops = [op["op_name"] for op in export_compat.ops_details(litert.load(_tflite(_tiny_model())))]
     assert ops.count("FULLY_CONNECTED") == 2 and "SOFTMAX" in ops
-
-
-def test_quantize_with_float_islands_keeps_the_named_ops_float():
-    from export import analyze
-
-    data = export_compat.quantize_with_float_islands(_tflite(_tiny_model(), int8=True), ["SOFTMAX"])
-    rows = {name: (ins, outs) for name, ins, outs in analyze.op_table(data)}
-    assert rows["SOFTMAX"][1] == [np.dtype("float32")]  # the island
-    assert np.dtype("int8") in rows["FULLY_CONNECTED"][1]  # the rest int8
-    assert {"QUANTIZE", "DEQUANTIZE"} <= set(rows)
 
 
 def test_tflite_schema_has_the_tables_metadata_writes():
