@@ -191,9 +191,9 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     report = run_benchmark(args)
-    from export import machine
-    report["machine"] = machine.describe()
-    print(machine.line(report["machine"]))
+    from export import runtime
+    report["machine"] = runtime.describe_machine()
+    print(runtime.machine_line(report["machine"]))
     print(f"mode={report['mode']}  rounds={report['rounds']}  iters={report['iters']}  "
           f"cpus={report['cpus']}  load={report['load']}"
           + ("  (STAND-IN: ours is ConvNeXtTiny)" if report["stand_in"] else ""))

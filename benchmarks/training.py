@@ -121,8 +121,8 @@ def main(argv=None):
     images = args.batch * args.iters
     import tensorflow as tf
 
-    from export import machine
-    print(f"{machine.line()}; TensorFlow {tf.__version__}; load average {os.getloadavg()[0]:.1f}; "
+    from export import runtime
+    print(f"{runtime.machine_line()}; TensorFlow {tf.__version__}; load average {os.getloadavg()[0]:.1f}; "
           f"batch {args.batch}, {args.rounds} rounds x {args.iters} steps, medians")
     for policy in precisions:
         row = {}
@@ -136,7 +136,7 @@ def main(argv=None):
               f"ratio {row['ratio_wall']:.2f}x (per CPU-second: {row['ratio_cpu']:.2f}x)")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"machine": machine.describe(), "batch": args.batch, "iters": args.iters,
+            json.dump({"machine": runtime.describe_machine(), "batch": args.batch, "iters": args.iters,
                        "rounds": args.rounds, "jit": args.jit, "results": results}, f, indent=2)
     return results
 

@@ -103,7 +103,7 @@ def check_targets(summary, fast):
 
 def final_text(report):
     """The short report printed at the end of the demo."""
-    from export import machine
+    from export import runtime
 
     s, m, run_dir = report["summary"], report["model"], report["run_dir"]
     mb = lambda n: f"{n / 1e6:.2f} MB"  # noqa: E731
@@ -123,7 +123,7 @@ def final_text(report):
         "",
         f"  int8 vs Keras: {s['int8_minus_keras_points']:+.2f} accuracy points on {s['test_images']} test images; "
         f"int8 is {1 / s['int8_size_ratio']:.1f}x smaller, latency x{s['int8_latency_ratio']:.2f} of fp32",
-        "  measured on " + machine.line(report.get("export", {}).get("machine")),
+        "  measured on " + runtime.machine_line(report.get("export", {}).get("machine")),
         "  validation vs Keras: " + ", ".join(f"{f} {'passed' if s[f + '_validated'] else 'FAILED'}"
                                               for f in FORMATS),
     ]

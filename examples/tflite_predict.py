@@ -3,8 +3,8 @@
     python -m examples.tflite_predict runs/<demo>/coatnet_micro_int8.tflite digit.png
 
 Needs only ai-edge-litert, numpy and pillow (no TensorFlow). The image is decoded to RGB (16-bit PNGs
-scaled to 8 bits, by ``export.images.decode_image``) and resized to the model's input size. What the input
-expects is read from the file's export metadata (``export.metadata``): raw 0-255 values, or
+scaled to 8 bits, by ``export.artifacts.decode_image``) and resized to the model's input size. What the input
+expects is read from the file's export metadata (``export.artifacts``): raw 0-255 values, or
 (x / 255 - mean) / std for a float file of a model without its own normalization; an integer input with a
 scale gets those values quantized, one without (``--uint8-input``) the bytes as they are. Scores are
 dequantized with the output's scale and zero point. Labels come from --labels, else the file's metadata,
@@ -54,7 +54,7 @@ def load_image(path, height, width):
     """(1, height, width, 3) uint8 RGB, resized bilinearly as a camera pipeline would."""
     from PIL import Image
 
-    from export.images import decode_image
+    from export.artifacts import decode_image
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"image {path} not found")
@@ -97,8 +97,8 @@ def predict(model_path, image_path, labels_path=None, top=5, threads=2):
         raise FileNotFoundError(f"model {model_path} not found")
     from ai_edge_litert.interpreter import Interpreter
 
-    from export.metadata import check_manifest
-    from export.metadata import read as read_metadata
+    from export.artifacts import check_manifest
+    from export.artifacts import read as read_metadata
 
     check_manifest(model_path)
     try:

@@ -4,7 +4,7 @@
     report = export_model("model.keras", "out/", formats=["fp32", "int8"], calibration_source="digits")
 
 CLI: ``python -m export model.keras out/ --formats fp32,int8 --calibration digits`` (see the Export section of README.md).
-The names below are imported on first use, so ``export.images`` and ``export.metadata`` load without TensorFlow.
+The names below are imported on first use, so ``export.artifacts`` and ``export.artifacts`` load without TensorFlow.
 """
 
 import importlib

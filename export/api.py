@@ -10,13 +10,13 @@ from pathlib import Path
 
 import numpy as np
 
-from export import analyze, calibration, litert, loading, machine, metadata, validate, view
-from export.convention import describe, input_convention, to_model_input
+from export import artifacts, calibration, graph, model_input, runtime, validate
+from export.artifacts import class_labels
 from export.errors import ExportError
 from export.formats import FORMATS, convert, parse_formats, view_options
-from export.labels import class_labels
-from export.request import ExportRequest
-from export.serving import Serving
+from export.graph import Serving
+from export.model_input import describe, input_convention, to_model_input
+from export.request import ExportRequest, signature
 from keras_coatnet.atomic import atomic_path, exit_on_sigterm, remove, replace, writable_folder, write_bytes, write_text
 from keras_coatnet.cli import SCRATCH_PREFIX
 
@@ -44,7 +44,7 @@ def _saved_model_outputs(path, images):
 
 def check_view(model, forward, images, tolerance=FLOAT_VIEW_TOLERANCE):
     """Max relative difference of the export view vs the Keras model on ``images``; raises if above tolerance."""
-    ref = _keras_outputs(view.keras_forward(model), images)
+    ref = _keras_outputs(graph.keras_forward(model), images)
     got = _keras_outputs(forward, images)
     err = float(np.abs(ref - got).max() / max(np.abs(ref).max(), 1e-12))
     if err > tolerance:
@@ -53,71 +53,55 @@ def check_view(model, forward, images, tolerance=FLOAT_VIEW_TOLERANCE):
     return err
 
 
-def export_model(model_or_path, out_dir, formats=None, calibration_source=None, input_size=None,
-                 uint8_input=False, io_type="int8", num_calib=64, num_heldout=64, optimize=True,
-                 gelu="exact", attention="auto", rel_bias="auto", labels=None, strict=True,
-                 thresholds=None, name=None, qat_epochs=2, progress=print, input_mean=None, input_std=None,
-                 seed=calibration.SEED):
-    """Exports ``model_or_path`` to ``out_dir`` in ``formats``; returns the report dict (also report.json).
+def export_model(model_or_path, out_dir, **options):
+    """Exports ``model_or_path`` (a model or a .keras file) to ``out_dir``; returns the report dict (also
+    report.json).
 
-    Args:
-        formats: names from ``export.formats.FORMATS`` (default: all but qat_int8).
-        calibration_source: "digits", an image folder, a TFRecord or a training config (see
-            ``export.calibration``); needed for int8 / int16x8 / qat_int8; also the held-out validation set.
-        input_size: (H, W) or int, multiples of 32: the model's built size, or any for a run-time-size model.
-        uint8_input: the signature takes raw RGB bytes (uint8) with normalization baked in.
-        io_type: input/output type of int8 / int8_full / qat_int8 ("int8", "uint8" or "float32").
-        optimize, gelu, attention, rel_bias: the export view (``export.view.Options``; "auto" picks per format);
-            optimize=False converts the Keras graph as it is.
-        strict: raise ValidationError after writing the passing formats if any format fails validation.
-        thresholds: {format: limit} overriding the per-format validation thresholds.
-        input_mean, input_std: (R, G, B) on the 0-1 scale, required for (and only for) a model without a
-            ``Normalize`` layer (include_preprocessing=False): the normalization its input expects.
-        seed: the seed of the stratified calibration / held-out sampling.
-    The options travel to the conversion steps as one ``export.request.ExportRequest``.
-    With an approximate ``gelu`` the view is checked with exact GELU against Keras (1e-4), and a float file is
-    held to its format's bound against the approximated graph plus top-1 agreement with Keras
-    (``export.validate.thresholds_for``).
+    ``options`` are the fields of ``export.request.ExportRequest`` (``help(ExportRequest)``, or
+    ``python -m export --help``): formats, calibration_source, input_size, ... With an approximate ``gelu`` the
+    view is checked with exact GELU against Keras (1e-4), and a float file is held to its format's bound against
+    the approximated graph plus top-1 agreement with Keras (``export.validate.thresholds_for``).
     ``out_dir`` is checked (or created) before anything is converted. Nothing is written for a format that fails
     to convert or validate; files appear atomically when every format is done, each ``.tflite`` carrying
-    ``export.metadata`` (input convention, labels); report.json lists every file written ("files", the
+    ``export.artifacts`` (input convention, labels); report.json lists every file written ("files", the
     manifest); files of an earlier export in ``out_dir`` (its manifest, or this model's format names) that
     this export did not write are removed. Temporary folders are removed on errors, Ctrl-C and SIGTERM.
     """
-    request = ExportRequest(
-        formats=parse_formats(formats), calibration_source=calibration_source, input_size=input_size,
-        uint8_input=uint8_input, io_type=io_type, num_calib=num_calib, num_heldout=num_heldout, optimize=optimize,
-        gelu=gelu, attention=attention, rel_bias=rel_bias, labels=labels, strict=strict, thresholds=thresholds,
-        name=name, qat_epochs=qat_epochs, progress=progress, input_mean=input_mean, input_std=input_std, seed=seed)
+    unknown = sorted(set(options) - {f.name for f in dataclasses.fields(ExportRequest)})
+    if unknown:
+        raise TypeError(f"export_model() got unknown option(s) {unknown}; see help(export.request.ExportRequest)")
+    request = ExportRequest(**options)
+    request = dataclasses.replace(request, formats=parse_formats(request.formats))
     created = not os.path.exists(out_dir)
     try:
         out_dir = writable_folder(out_dir)
     except OSError as e:
         raise ExportError(str(e)) from None
     try:
-        return _export_into(model_or_path, out_dir, request, input_size, name, input_mean, input_std,
-                            calibration_source, num_calib, num_heldout, labels, strict)
+        return _export_into(model_or_path, out_dir, request)
     except BaseException:
         if created and os.path.isdir(out_dir) and not os.listdir(out_dir):
             os.rmdir(out_dir)  # a failed export leaves no new, empty output folder behind
         raise
 
 
-def _export_into(model_or_path, out_dir, request, input_size, name, input_mean, input_std, calibration_source,
-                 num_calib, num_heldout, labels, strict):
+export_model.__signature__ = signature(("model_or_path", "out_dir"))
+
+
+def _export_into(model_or_path, out_dir, request):
     """The body of ``export_model`` once ``out_dir`` is a writable folder."""
-    model = loading.load_model(model_or_path)
-    loading.check_coatnet(model)
-    request = dataclasses.replace(request, input_size=loading.input_size(model, input_size),
-                                  name=name or model.name)
-    convention = input_convention(model, input_mean, input_std)
+    model = model_input.load_model(model_or_path)
+    model_input.check_coatnet(model)
+    request = dataclasses.replace(request, input_size=model_input.input_size(model, request.input_size),
+                                  name=request.name or model.name)
+    convention = input_convention(model, request.input_mean, request.input_std)
     needs_calib = bool(request.calibrated_formats)
-    if needs_calib and calibration_source is None:
+    if needs_calib and request.calibration_source is None:
         raise ExportError(f"formats {request.calibrated_formats} need --calibration "
                           "(digits, an image folder, a TFRecord or a training config)")
-    calibration.check_counts(num_calib, num_heldout, calibrated=needs_calib)
-    names = class_labels(_num_outputs(model), labels if labels is not None else getattr(model, "label_names", None),
-                         calibration_source)
+    calibration.check_counts(request.num_calib, request.num_heldout, calibrated=needs_calib)
+    labels = request.labels if request.labels is not None else getattr(model, "label_names", None)
+    names = class_labels(_num_outputs(model), labels, request.calibration_source)
     with exit_on_sigterm(), tempfile.TemporaryDirectory(prefix=SCRATCH_PREFIX) as tmp, \
             tempfile.TemporaryDirectory(prefix=".coatnet_export_", dir=out_dir) as staging:
         try:
@@ -125,7 +109,7 @@ def _export_into(model_or_path, out_dir, request, input_size, name, input_mean, 
             _publish(Path(staging), out_dir, report, names, request.name)
         except OSError as e:
             raise _named_in(e, Path(staging), out_dir) from e
-    if failures and strict:
+    if failures and request.strict:
         raise failures[0] if len(failures) == 1 else type(failures[0])(
             "; ".join(str(f) for f in failures))
     return report
@@ -154,7 +138,7 @@ def _export(model, request, convention, names, tmp, staging, out_dir):
 
     request.view_options()  # an unknown gelu / attention / rel_bias mode is refused before anything is converted
     approx_gelu = request.optimize and request.gelu != "exact"  # a different function on purpose
-    ref = _keras_outputs(view.keras_forward(model), held_model)
+    ref = _keras_outputs(graph.keras_forward(model), held_model)
     input_info = {**describe(convention, request.uint8_input), "size": list(size)}
     per_class = samples.per_class()
     report = {"model": name, "input_size": list(size), "uint8_input": bool(request.uint8_input),
@@ -163,7 +147,7 @@ def _export(model, request, convention, names, tmp, staging, out_dir):
               "num_heldout": int(len(held_raw)), "calibration_per_class": per_class["calibration"],
               "heldout_per_class": per_class["heldout"], "seed": int(request.seed),
               "optimize": bool(request.optimize), "gelu": request.gelu, "attention": request.attention,
-              "rel_bias": request.rel_bias, "machine": machine.describe(), "formats": {}}
+              "rel_bias": request.rel_bias, "machine": runtime.describe_machine(), "formats": {}}
     failures = []
     views = {}  # resolved view options -> (options, Serving, SavedModel dir): one graph per distinct choice
 
@@ -171,9 +155,9 @@ def _export(model, request, convention, names, tmp, staging, out_dir):
         opts = view_options(request, fmt)
         key = tuple(opts.as_dict().values()) if request.optimize else "keras"
         if key not in views:
-            forward = view.forward(model, opts) if request.optimize else view.keras_forward(model)
+            forward = graph.forward(model, opts) if request.optimize else graph.keras_forward(model)
             if request.optimize:  # the graph rewrite checked exactly: with exact GELU, whatever GELU it exports
-                exact = view.forward(model, view.Options("exact", opts.attention, opts.rel_bias))
+                exact = graph.forward(model, graph.Options("exact", opts.attention, opts.rel_bias))
                 err = check_view(model, exact, held_model[:4])
                 report["view_max_rel_error"] = max(err, report.get("view_max_rel_error", 0.0))
                 request.log(f"[export] export view {opts.as_dict()} matches Keras (max rel error {err:.2e})")
@@ -186,7 +170,7 @@ def _export(model, request, convention, names, tmp, staging, out_dir):
         t0 = time.time()
         request.log(f"[export] {fmt}: converting")
         if fmt == "saved_model":  # the Keras graph itself (model.export), same signature
-            keras_serving = Serving(model, view.keras_forward(model), size, request.uint8_input, convention)
+            keras_serving = Serving(model, graph.keras_forward(model), size, request.uint8_input, convention)
             keras_sm = keras_serving.write_saved_model(tmp / "keras_saved_model")
             got = _saved_model_outputs(keras_sm, held_in)
             size_bytes, data, extra = _tree_size(keras_sm), None, {}
@@ -197,15 +181,15 @@ def _export(model, request, convention, names, tmp, staging, out_dir):
                 from export import qat
 
                 data, qat_model = qat.export_qat(model, request, convention, samples, calib_in)
-                fmt_ref = _keras_outputs(view.keras_forward(qat_model), held_model)
+                fmt_ref = _keras_outputs(graph.keras_forward(qat_model), held_model)
             else:
                 data = _convert(fmt, request, serving, sm_dir, calib_in)
-            data = metadata.add(data, {"model": name, "format": fmt, "input": input_info, "labels": names,
+            data = artifacts.add(data, {"model": name, "format": fmt, "input": input_info, "labels": names,
                                        "output": serving.output_name})
-            it = litert.load(data)
-            got = litert.predict(it, held_in)
+            it = runtime.load(data)
+            got = runtime.predict(it, held_in)
             size_bytes = len(data)
-            extra = {"io_types": litert.io_types(it), **analyze.summarize(data)}
+            extra = {"io_types": runtime.io_types(it), **runtime.summarize(data)}
             if request.optimize:
                 extra["view"] = opts.as_dict()
             if extra["flex_ops"]:
@@ -249,7 +233,7 @@ def _publish(staging, out_dir, report, names, name):
     removes an earlier export's files not written now."""
     write_text(staging / LABELS, "\n".join(names) + "\n")
     written = sorted(p.name for p in staging.iterdir())
-    report["files"] = {f: dict(zip(("bytes", "sha256"), metadata.digest(staging / f))) for f in written}
+    report["files"] = {f: dict(zip(("bytes", "sha256"), artifacts.digest(staging / f))) for f in written}
     report["files"][REPORT] = {"bytes": None, "sha256": None}  # this file
     stale = sorted(f for f in _previous_files(out_dir, name) - set(report["files"])
                    if (out_dir / f).exists() or (out_dir / f).is_symlink())

@@ -70,7 +70,7 @@ def run(model, out_dir, formats=None, calibration_source="random", input_size=(2
         threads=(1, 2), runs=10, warmup=2, peer=True, chart=True, progress=print, **export_kw):
     """Exports ``model`` (path, model or name) in ``formats`` and times every file; returns the report dict."""
     from export.api import export_model
-    from export.timing import measure
+    from export.runtime import measure
     from keras_coatnet.atomic import write_text
 
     out_dir = Path(out_dir)
@@ -103,7 +103,7 @@ def _num_classes(model):
 
     if isinstance(model, keras.Model):
         return int(model.outputs[0].shape[-1])
-    from export.loading import load_model
+    from export.model_input import load_model
 
     return int(load_model(model).outputs[0].shape[-1])
 
@@ -111,12 +111,13 @@ def _num_classes(model):
 def table(report):
     """The benchmark table as text (tab-separated columns): size, latency and ratio to fp32 per thread count,
     XNNPACK partitions and the ops outside XNNPACK; first line: the CPU and LiteRT it was measured with."""
-    from export import machine
+    from export import runtime
 
     threads = report.get("threads", [1, 2])
     head = (["format", "size_MB"] + [f"ms@{n}t" for n in threads] + [f"x_fp32@{n}t" for n in threads]
             + ["agreement", "accuracy", "partitions", "not_delegated"])
-    rows = [machine.line(report["machine"]) if "machine" in report else machine.line(), "\t".join(head)]
+    machine = runtime.machine_line(report["machine"]) if "machine" in report else runtime.machine_line()
+    rows = [machine, "\t".join(head)]
     for name, e in report["formats"].items():
         lat, ratio, acc = e.get("latency_ms", {}), e.get("ratio_to_fp32", {}), e.get("accuracy")
         rows.append("\t".join([

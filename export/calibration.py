@@ -11,7 +11,7 @@ A calibration source is one of:
   and ``tfrecord_label_offset``.
 Calibration and held-out images are disjoint and sampled across classes: round-robin over the classes
 (folder, label or digit) in a seeded random order. Images are RGB float32 in 0-255, resized to the export
-size: [N, H, W, 3]; files are decoded by ``export.images.decode_image``; an unreadable file is skipped with a
+size: [N, H, W, 3]; files are decoded by ``export.artifacts.decode_image``; an unreadable file is skipped with a
 warning naming it.
 """
 
@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from export.artifacts import decode_image
 from export.errors import ExportError
-from export.images import decode_image
 from keras_coatnet.data_files import IMAGE_SUFFIXES, digits_arrays, tfrecord_files, visible
 
 log = logging.getLogger("export")

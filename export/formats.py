@@ -64,10 +64,10 @@ def parse_formats(names):
 
 
 def view_options(request, fmt):
-    """The export view's ``view.Options`` for format ``fmt`` of an ``ExportRequest``: ``request.view_options(fmt)``,
+    """The export view's ``graph.Options`` for format ``fmt`` of an ``ExportRequest``: ``request.view_options(fmt)``,
     except that int8_full always stores the relative-position bias as a constant: the LiteRT Quantizer has no
     integer TILE / ABS / MINIMUM, which the run-time table expansion is made of, and would leave them float."""
-    from export.view import Options
+    from export.graph import Options
 
     opts = request.view_options(fmt)
     if fmt != "int8_full" or opts.rel_bias == "constant":

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from export import view
+from export import graph
 from export._compat import run_through_graph
 from keras_coatnet.layers.transformer import TransformerBlock
 
@@ -88,16 +88,16 @@ def export_qat(model, request, convention, samples, calib_in):
     """QAT fine-tunes ``model`` on digits, then converts it: returns (int8 .tflite bytes, the QAT Keras model).
 
     ``request``: the ``export.request.ExportRequest``; ``convention``: the model's input convention
-    (``export.convention``); ``samples``: the calibration samples (must come from digits); ``calib_in``: their
+    (``export.model_input``); ``samples``: the calibration samples (must come from digits); ``calib_in``: their
     calibration images [N, H, W, 3] as the exported input takes them."""
     import tempfile
     from pathlib import Path
 
     from export import calibration
-    from export.convention import to_model_input
     from export.errors import ExportError
     from export.formats import convert
-    from export.serving import Serving
+    from export.graph import Serving
+    from export.model_input import to_model_input
     from keras_coatnet.cli import SCRATCH_PREFIX
 
     if str(samples.source) != "digits":
@@ -113,10 +113,10 @@ def export_qat(model, request, convention, samples, calib_in):
     after = {name: fq for name, fq in quants_of(qat_model).items() if name != "__input__"}
     fq_in = quants_of(qat_model)["__input__"]
     if request.optimize:
-        inner = view.forward(model, request.view_options("qat_int8"), after=after)
+        inner = graph.forward(model, request.view_options("qat_int8"), after=after)
         fwd = lambda x: inner(fq_in(x))  # noqa: E731
     else:
-        fwd = view.keras_forward(qat_model)
+        fwd = graph.keras_forward(qat_model)
     qat_serving = Serving(qat_model, fwd, size, request.uint8_input, convention)
     rep = calibration.representative(calib_in, request.input_dtype)
     with tempfile.TemporaryDirectory(prefix=SCRATCH_PREFIX) as tmp:

@@ -9,7 +9,7 @@ from typing import Any, Callable, Mapping, Optional
 from export.calibration import SEED
 from export.errors import ExportError
 from export.formats import FORMATS
-from export.view import Options
+from export.graph import Options
 from keras_coatnet.layers.export_form import ATTENTION_MODES, GELU_MODES, REL_BIAS_MODES
 
 

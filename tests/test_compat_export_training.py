@@ -30,9 +30,9 @@ def test_run_through_graph_replaces_layer_calls():
 
 
 def test_ops_details_lists_every_node():
-    from export import litert
+    from export import runtime
 
-    ops = [op["op_name"] for op in export_compat.ops_details(litert.load(_tflite(_tiny_model())))]
+    ops = [op["op_name"] for op in export_compat.ops_details(runtime.load(_tflite(_tiny_model())))]
     assert ops.count("FULLY_CONNECTED") == 2 and "SOFTMAX" in ops
 
 

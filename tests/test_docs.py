@@ -14,7 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 # The docs in the order their commands build on each other (train, then export, then run the files).
 DOCS = ["README.md", "docs/training.md", "docs/export.md", "docs/examples.md", "docs/weights.md",
-        "docs/backends.md", "docs/benchmarks.md"]
+        "docs/backends.md", "docs/benchmarks.md", "docs/layout.md"]
 # Commands that cannot run here, by a piece of their text -> why.
 SKIP = {
     "make ": "runs the demo / the whole suite (make test runs both)",

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import keras_coatnet
-from export import ExportError, export_model, litert, validate
+from export import ExportError, export_model, runtime, validate
 from export.__main__ import main as cli_main
 from export.calibration import digits_split
 from export.formats import FLOAT_ISLAND_OPS
@@ -95,8 +95,8 @@ def test_float_file_matches_keras_on_fresh_images(exported, trained):
     out, report = exported
     x, _ = digits_split(SIZE, "test")
     x = np.round(x[:5])  # the same images, rounded once, into both models
-    it = litert.load(report["formats"]["fp32"]["path"])
-    got = litert.predict(it, x)
+    it = runtime.load(report["formats"]["fp32"]["path"])
+    got = runtime.predict(it, x)
     want = trained[1].predict(x, verbose=0)
     np.testing.assert_allclose(got, want, atol=1e-4 * np.abs(want).max())
 
@@ -121,10 +121,10 @@ def test_uint8_input_takes_raw_camera_bytes(trained, tmp_path):
     raw = np.round(x[:100]).astype(np.uint8)
     want = trained[1].predict(raw.astype("float32"), verbose=0)
     for fmt in ("fp32", "int8"):
-        it = litert.load(report["formats"][fmt]["path"])
+        it = runtime.load(report["formats"][fmt]["path"])
         detail = it.get_input_details()[0]
         assert detail["dtype"] == np.uint8 and tuple(detail["shape"]) == (1, SIZE, SIZE, 3)
-        got = litert.predict(it, raw)  # bytes as they come from the camera
+        got = runtime.predict(it, raw)  # bytes as they come from the camera
         assert validate.compare(want, got)["confident_agreement"] == 1.0, fmt
     assert list(it.get_signature_list()) == ["serving_default"]
 

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 import keras_coatnet
-from export import ExportError, export_model, litert
+from export import ExportError, export_model, runtime
 from export.__main__ import main as export_cli
 
 SIZE = 32
@@ -33,8 +33,8 @@ def _raw_images(n=4, seed=0):
 
 
 def _tflite_outputs(path, images):
-    it = litert.load(Path(path).read_bytes())
-    return litert.predict(it, images)
+    it = runtime.load(Path(path).read_bytes())
+    return runtime.predict(it, images)
 
 
 def _rel_err(a, b):
@@ -98,7 +98,7 @@ def test_imagenet_convention_is_baked_into_uint8_input(bare_model, tmp_path):
 
 def test_float_file_says_it_wants_normalized_input_and_tflite_predict_normalizes(bare_model, tmp_path):
     from examples.tflite_predict import predict
-    from export.metadata import read
+    from export.artifacts import read
 
     report = export_model(bare_model, tmp_path, formats=["fp32"], input_mean=IMAGENET_MEAN,
                           input_std=IMAGENET_STD, labels=[f"c{i}" for i in range(10)], progress=None)
@@ -119,7 +119,7 @@ def test_float_file_says_it_wants_normalized_input_and_tflite_predict_normalizes
 
 def test_sixteen_bit_png_is_scaled_not_clipped(tmp_path):
     from examples.tflite_predict import load_image
-    from export.images import decode_image
+    from export.artifacts import decode_image
 
     gray8 = np.tile(np.arange(0, 256, 4, dtype=np.uint8), (SIZE, 1))[:, :SIZE]
     Image.fromarray(gray8.astype(np.uint16) * 257).save(tmp_path / "g16.png")  # 16-bit grayscale
@@ -272,7 +272,7 @@ def test_sigterm_removes_temporary_folders(normalized_model, tmp_path):
 
 def test_saved_model_written_is_the_one_validated(normalized_model, tmp_path, monkeypatch):
     """The SavedModel format is exported once: the folder that was validated is the one published."""
-    from export.serving import Serving
+    from export.graph import Serving
 
     written = []
     original = Serving.write_saved_model
@@ -294,7 +294,7 @@ def test_layers_are_known_by_class_not_by_class_name():
     """Layers merely *named* like keras_coatnet's (a user class called Stem) are not taken for a CoAtNet."""
     from keras import layers
 
-    from export.loading import check_coatnet
+    from export.model_input import check_coatnet
 
     class Stem(layers.Layer):
         def call(self, x):

@@ -5,7 +5,7 @@ Graph properties and accuracy only (no timings): they do not depend on the CPU t
 import numpy as np
 import pytest
 
-from export import export_model, litert, validate
+from export import export_model, runtime, validate
 from export.calibration import digits_split
 from keras_coatnet import from_timm_config, variants
 from tests.test_export import SIZE, trained  # noqa: F401 - the session fixture (a coatnet_micro trained on digits)
@@ -49,7 +49,7 @@ def _agreement_on_digits(trained, tflite_bytes, input_gain=1.0):  # noqa: F811
     file multiplied by ``input_gain``."""
     x, y = digits_split(SIZE, "test")
     x = np.round(x)
-    got = litert.predict(litert.load(tflite_bytes), x * input_gain)
+    got = runtime.predict(runtime.load(tflite_bytes), x * input_gain)
     return validate.compare(trained[1].predict(x, verbose=0), got, y)
 
 
@@ -124,9 +124,9 @@ def test_cpu_int8_camera_input_and_output_types(trained, tmp_path, io_type):  # 
     x, _ = digits_split(SIZE, "test")
     raw = np.round(x[:100]).astype(np.uint8)
     want = trained[1].predict(raw.astype("float32"), verbose=0)
-    it = litert.load(int8["path"])
+    it = runtime.load(int8["path"])
     assert it.get_input_details()[0]["dtype"] == np.uint8
-    got = litert.predict(it, raw)  # the bytes as they come from the camera, as they are
+    got = runtime.predict(it, raw)  # the bytes as they come from the camera, as they are
     assert validate.compare(want, got)["confident_agreement"] == 1.0
 
 
@@ -138,10 +138,10 @@ def test_cpu_int8_camera_input_and_output_types(trained, tmp_path, io_type):  # 
      "Qualcomm SM8550", ["ARM dotprod", "ARM i8mm"]),
 ])
 def test_machine_names_cpu_and_int8_dot_products(tmp_path, text, model, dots):
-    from export import machine
+    from export import runtime
 
     (tmp_path / "cpuinfo").write_text(text)
-    info = machine.describe(tmp_path / "cpuinfo")
+    info = runtime.describe_machine(tmp_path / "cpuinfo")
     assert info["cpu"] == model and info["int8_dot_product"] == dots
     assert info["litert"].startswith(("ai-edge-litert ", "tensorflow "))
-    assert ("int8 dot products: " + (", ".join(dots) or "none")) in machine.line(info)
+    assert ("int8 dot products: " + (", ".join(dots) or "none")) in runtime.machine_line(info)

@@ -6,7 +6,7 @@ import tensorflow as tf
 from test_export_forms import randomize, tiny
 
 import keras_coatnet
-from export import view
+from export import graph
 
 
 # paper blocks; pre-norm act + early SE + no shortcut bias; BatchNorm transformer; pool stride + MLP bias;
@@ -22,8 +22,8 @@ def test_view_matches_keras(name, attention, rel_bias, size):
     randomize(model)
     x = np.random.RandomState(1).uniform(0, 255, (1, *size, 3)).astype("float32")
     want = model(x, training=False).numpy()
-    opts = view.Options(attention=attention, rel_bias=rel_bias)
-    got = tf.function(view.forward(model, opts))(tf.constant(x)).numpy()
+    opts = graph.Options(attention=attention, rel_bias=rel_bias)
+    got = tf.function(graph.forward(model, opts))(tf.constant(x)).numpy()
     assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
 
 
@@ -38,21 +38,21 @@ def test_toeplitz_expand_equals_the_gathered_bias(h, w):
 
 
 def test_auto_options_pick_per_format():
-    auto = view.Options()
+    auto = graph.Options()
     assert auto.resolve("fp32").as_dict() == {"gelu": "exact", "attention": "batched", "rel_bias": "constant"}
     assert auto.resolve("fp16").as_dict()["rel_bias"] == "table"
     assert auto.resolve("int8_full").as_dict() == {"gelu": "exact", "attention": "per_head", "rel_bias": "table"}
     for cpu_int8 in ("int8", "qat_int8"):  # attention in float islands: batched, constant bias
         assert auto.resolve(cpu_int8).as_dict() == {"gelu": "exact", "attention": "batched", "rel_bias": "constant"}
-    assert view.Options(attention="batched").resolve("int8_full").attention == "batched"  # explicit choices stay
+    assert graph.Options(attention="batched").resolve("int8_full").attention == "batched"  # explicit choices stay
     with pytest.raises(ValueError, match="attention"):
-        view.Options(attention="flash")
+        graph.Options(attention="flash")
 
 
 def test_view_rebuilds_every_block_and_keeps_no_runtime_gather():
     model = keras_coatnet.create_model("coatnet_micro", input_shape=(64, 64, 3), classes=10)
     blocks = [l.name for l in model.layers if l.name.startswith("stages__")]
-    assert set(blocks) <= set(view.known_layers(model)) and "stem" in view.known_layers(model)
+    assert set(blocks) <= set(graph.known_layers(model)) and "stem" in graph.known_layers(model)
     attn = model.get_layer(blocks[-1]).attn
     bias = attn.rel_pos.constant(attn.size)
     assert bias.shape == (attn.num_heads, 4, 4)  # 64 / 32 = 2x2 tokens -> [heads, 4, 4]
@@ -63,8 +63,8 @@ def test_approximate_gelu_changes_the_function_a_little():
                                        classifier_activation=None)
     x = np.random.RandomState(2).uniform(0, 255, (1, 32, 32, 3)).astype("float32")
     want = model(x, training=False).numpy()
-    got = tf.function(view.forward(model, view.Options(gelu="tanh")))(tf.constant(x)).numpy()
+    got = tf.function(graph.forward(model, graph.Options(gelu="tanh")))(tf.constant(x)).numpy()
     err = np.abs(got - want).max() / np.abs(want).max()
     assert 0 < err < 1e-2
     with pytest.raises(ValueError, match="gelu"):
-        view.Options(gelu="fast")
+        graph.Options(gelu="fast")

@@ -236,14 +236,14 @@ def test_the_earlier_export_still_loads_after_the_walk(export_walk):
     import numpy as np
     import tensorflow as tf
 
-    from export import litert
+    from export import runtime
 
     root, steps = export_walk
     out = root / "out"
     image = np.full((1, 32, 32, 3), 128.0, np.float32)
     for suffix in TFLITE.values():
-        it = litert.load((out / (NAME + suffix)).read_bytes())
-        assert litert.predict(it, image).shape == (1, 10)
+        it = runtime.load((out / (NAME + suffix)).read_bytes())
+        assert runtime.predict(it, image).shape == (1, 10)
     sig = tf.saved_model.load(str(out / (NAME + "_saved_model"))).signatures["serving_default"]
     assert list(sig(image=tf.constant(image)).values())[0].shape == (1, 10)
     assert set(json.loads((out / "report.json").read_text())["formats"]) == {"saved_model", *TFLITE}

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 import keras_coatnet
-from export import analyze, export_model, formats, litert
+from export import export_model, formats, runtime
 from export.errors import ExportError
 
 INT8_OPS = ("CONV_2D", "FULLY_CONNECTED", "DEPTHWISE_CONV_2D", "ADD", "MUL")
@@ -21,7 +21,7 @@ def _types(data):
     XNNPACK DELEGATE nodes left out."""
     data = open(data, "rb").read() if isinstance(data, str) else data
     out = collections.defaultdict(set)
-    for name, _, outs in analyze.op_table(data):
+    for name, _, outs in runtime.op_table(data):
         if name not in ("QUANTIZE", "DEQUANTIZE", "DELEGATE"):
             out[name] |= {o.name for o in outs}
     return dict(out)
@@ -54,7 +54,7 @@ def test_int8_leaves_exactly_the_float_islands_in_float(quantized):
 
 def test_int8_full_has_no_float_tensor(quantized):
     entry = quantized["int8_full"]
-    it = litert.load(entry["path"])
+    it = runtime.load(entry["path"])
     float_tensors = [t["name"] for t in it.get_tensor_details() if np.dtype(t["dtype"]).kind == "f"]
     assert float_tensors == [] and entry["float_ops"] == {}
     assert entry["view"]["rel_bias"] == "constant"  # the table's TILE / ABS / MINIMUM would stay float
@@ -98,4 +98,4 @@ def test_qat_conversion_keeps_the_float_islands_float(io_type):
     data = formats.convert(tf.lite.TFLiteConverter.from_keras_model(_dense_softmax()), "qat_int8", rep, io_type)
     types = _types(data)
     assert types["SOFTMAX"] == {"float32"} and types["FULLY_CONNECTED"] == {"int8"}
-    assert litert.io_types(litert.load(data)) == (io_type, io_type)
+    assert runtime.io_types(runtime.load(data)) == (io_type, io_type)

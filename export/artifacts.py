@@ -1,14 +1,15 @@
-"""The export's own metadata inside a ``.tflite``: a JSON object stored in the flatbuffer's ``metadata`` list.
-
-Under the name ``METADATA_NAME`` it records what the input tensor expects (dtype, layout, raw 0-255 pixels
-or (x / 255 - mean) / std), the labels (line i = class i) and the format, so an app or
-``examples/tflite_predict.py`` feeds the file correctly without guessing. ``read`` needs only the
-``flatbuffers`` package (a dependency of ai-edge-litert); ``add`` uses TensorFlow's flatbuffer utilities.
-"""
+"""What an export writes and reads beside the model, without TensorFlow: the export metadata inside a .tflite (`add`,
+`read`, `check_manifest`), the class labels (`class_labels`) and the images fed to an exported model
+(`decode_image`)."""
 
 import hashlib
+import io
 import json
 from pathlib import Path
+
+import numpy as np
+
+from export.errors import ExportError
 
 METADATA_NAME = "keras_coatnet_export"
 
@@ -101,3 +102,46 @@ def check_manifest(path, report_name="report.json"):
     if got != want:
         raise ValueError(f"{path} is truncated or corrupt: {got[0]} bytes, not the {want[0]} bytes of sha256 "
                          f"{want[1][:12]}... that {report} lists; export or copy it again")
+
+
+def class_labels(num_classes, labels=None, calibration=None):
+    """Class names: from a labels file / list, ImageNet names for 1000 / 11821 classes, digits names, or class_i."""
+    if labels is not None:
+        names = Path(labels).read_text().splitlines() if isinstance(labels, (str, Path)) else list(labels)
+        names = [n.strip() for n in names if n.strip()]
+        if len(names) != num_classes:
+            raise ExportError(f"labels has {len(names)} names but the model has {num_classes} classes")
+        return names
+    if str(calibration) == "digits" and num_classes == 10:
+        return [str(i) for i in range(10)]
+    try:
+        from keras_coatnet.preprocessing import class_names
+
+        return [name for _, name in class_names(num_classes)]
+    except (ImportError, ValueError):
+        return [f"class_{i}" for i in range(num_classes)]
+
+
+SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
+
+
+def decode_image(source):
+    """A path or encoded bytes -> [H, W, 3] uint8 RGB. Raises ValueError for data Pillow cannot read."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source) as im:
+            im.seek(0)
+            if im.mode in SIXTEEN_BIT_MODES:
+                gray = np.asarray(im, np.float64)
+                gray = np.round(np.clip(gray, 0, 65535) / 257.0).astype(np.uint8)
+                return np.repeat(gray[..., None], 3, axis=-1)
+            if im.mode == "F":
+                gray = np.clip(np.round(np.asarray(im, np.float64)), 0, 255).astype(np.uint8)
+                return np.repeat(gray[..., None], 3, axis=-1)
+            if im.mode == "P" and "transparency" in im.info:
+                im = im.convert("RGBA")
+            return np.asarray(im.convert("RGB"), np.uint8)
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        name = "image bytes" if isinstance(source, (bytes, bytearray)) else str(source)
+        raise ValueError(f"cannot read {name}: {e}") from None
