@@ -157,38 +157,35 @@ def plot(report, path):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m export.benchmark", description=__doc__.splitlines()[0])
-    p.add_argument("model", help=".keras file or keras_coatnet model name (random weights), e.g. coatnet_0")
-    p.add_argument("--out", default="runs/export_benchmark", help="output folder (default runs/export_benchmark)")
-    p.add_argument("--formats", default="all", help="comma-separated formats (default all)")
-    p.add_argument("--calibration", default="random", help="random (default), digits, folder, TFRecord, config")
-    p.add_argument("--input-size", type=int, default=224, help="size for a model built by name (default 224)")
-    p.add_argument("--classes", type=int, default=1000, help="classes for a model built by name")
-    p.add_argument("--runs", type=int, default=10, help="timed runs per model and thread count (default 10)")
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    p.add_argument("--num-calibration", type=int, default=16)
-    p.add_argument("--num-heldout", type=int, default=16)
-    p.add_argument("--uint8-input", action="store_true")
-    p.add_argument("--rel-bias", default="auto", choices=("auto", "table", "constant"))
-    p.add_argument("--attention", default="auto", choices=("auto", "batched", "per_head"))
-    p.add_argument("--gelu", default="exact", choices=("exact", "tanh", "sigmoid"))
-    p.add_argument("--no-optimize", action="store_true", help="convert the plain Keras graph (for comparison)")
-    p.add_argument("--no-peer", action="store_true", help="skip the keras-cv-attention-models comparison")
-    p.add_argument("--debug", action="store_true")
+    from export.request import cli_options
     from keras_coatnet.cli import run_main
 
+    p = argparse.ArgumentParser(prog="python -m export.benchmark", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("model", help=".keras file or keras_coatnet model name (random weights), e.g. coatnet_0")
+    p.add_argument("--out", default="runs/export_benchmark", help="output folder")
+    p.add_argument("--classes", type=int, default=1000, help="classes for a model built by name")
+    p.add_argument("--runs", type=int, default=10, help="timed runs per model and thread count")
+    p.add_argument("--warmup", type=int, default=2, help="untimed runs first")
+    p.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="thread counts to time")
+    p.add_argument("--no-peer", action="store_true", help="skip the keras-cv-attention-models comparison")
+    p.add_argument("--debug", action="store_true", help="full tracebacks on errors")
+    for flag, dest, default, help, kwargs in cli_options():  # the export options, as python -m export takes them
+        if dest not in ("strict", "name", "labels"):
+            p.add_argument(flag, dest=dest, default=None if kwargs.get("action") == "append" else default,
+                           help=help, **kwargs)
+    p.set_defaults(calibration_source="random", num_calib=16, num_heldout=16, input_size=[224])
     return run_main("export.benchmark", p.parse_args, _benchmark, argv)
 
 
 def _benchmark(args):
+    from export.request import cli_options
+
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
-    report = run(args.model, args.out, formats=args.formats, calibration_source=args.calibration,
-                 input_size=(args.input_size, args.input_size), classes=args.classes,
-                 threads=tuple(args.threads), runs=args.runs, warmup=args.warmup, peer=not args.no_peer,
-                 progress=log, num_calib=args.num_calibration, num_heldout=args.num_heldout,
-                 uint8_input=args.uint8_input, rel_bias=args.rel_bias, attention=args.attention,
-                 gelu=args.gelu, optimize=not args.no_optimize)
+    options = {dest: getattr(args, dest) for _, dest, *_ in cli_options() if hasattr(args, dest)}
+    size = (options.pop("input_size") * 2)[:2]
+    report = run(args.model, args.out, input_size=size, classes=args.classes, threads=tuple(args.threads),
+                 runs=args.runs, warmup=args.warmup, peer=not args.no_peer, progress=log, **options)
     print(table(report))
     if "chart" in report:
         print(f"chart: {report['chart']}")
