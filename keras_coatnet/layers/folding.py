@@ -29,7 +29,7 @@ def to_numpy(v):
 
 
 def batchnorm_affine(gamma, beta, moving_mean, moving_variance, epsilon):
-    """(scale, shift) with BatchNorm(x) == x * scale + shift at inference; NumPy arrays or backend tensors [C]."""
+    """(scale, shift) with a BatchNorm at inference computing x * scale + shift; NumPy arrays or backend tensors [C]."""
     scale = gamma * (moving_variance + epsilon) ** -0.5
     return scale, beta - moving_mean * scale
 
