@@ -13,7 +13,7 @@ import numpy as np
 from export import artifacts, calibration, graph, model_input, runtime, validate
 from export.artifacts import class_labels
 from export.errors import ExportError
-from export.formats import FORMATS, convert, parse_formats, view_options
+from export.formats import FORMATS, convert, parse_formats
 from export.graph import Serving
 from export.model_input import describe, input_convention, to_model_input
 from export.request import ExportRequest, signature
@@ -152,7 +152,7 @@ def _export(model, request, convention, names, tmp, staging, out_dir):
     views = {}  # resolved view options -> (options, Serving, SavedModel dir): one graph per distinct choice
 
     def view_for(fmt):
-        opts = view_options(request, fmt)
+        opts = request.view_options(fmt)
         key = tuple(opts.as_dict().values()) if request.optimize else "keras"
         if key not in views:
             forward = graph.forward(model, opts) if request.optimize else graph.keras_forward(model)

@@ -63,21 +63,6 @@ def parse_formats(names):
     return list(dict.fromkeys(names))
 
 
-def view_options(request, fmt):
-    """The export view's ``graph.Options`` for format ``fmt`` of an ``ExportRequest``: ``request.view_options(fmt)``,
-    except that int8_full always stores the relative-position bias as a constant: the LiteRT Quantizer has no
-    integer TILE / ABS / MINIMUM, which the run-time table expansion is made of, and would leave them float."""
-    from export.graph import Options
-
-    opts = request.view_options(fmt)
-    if fmt != "int8_full" or opts.rel_bias == "constant":
-        return opts
-    if request.rel_bias != "auto":
-        raise ExportError("int8_full needs rel_bias 'constant' (the LiteRT Quantizer cannot quantize the TILE / ABS "
-                          "/ MINIMUM of the 'table' expansion)")
-    return Options(opts.gelu, opts.attention, "constant")
-
-
 def configure(converter, name, representative=None):
     """Sets ``converter`` (a tf.lite.TFLiteConverter) up for format ``name``; returns it.
 

@@ -8,12 +8,15 @@ import tensorflow as tf
 from keras import layers
 
 from export._compat import run_through_graph
+from export.errors import ExportError
 from keras_coatnet.atomic import atomic_path
 from keras_coatnet.layers import MBConvBlock, Stem, TransformerBlock
 from keras_coatnet.layers.export_form import ATTENTION_MODES, GELU_MODES, REL_BIAS_MODES, ExportOptions, layer_norm
 
 PER_HEAD_FORMATS = ("int8_full", "int16x8")  # integer attention matmuls: per-head FULLY_CONNECTED
-CONSTANT_BIAS_FORMATS = (None, "saved_model", "fp32", "int8", "qat_int8")  # None: the float view itself
+CONSTANT_BIAS_FORMATS = (None, "saved_model", "fp32", "int8", "qat_int8", "int8_full")  # None: the float view
+# The LiteRT Quantizer has no integer TILE / ABS / MINIMUM, which the run-time table expansion is made of.
+CONSTANT_BIAS_ONLY_FORMATS = ("int8_full",)
 # Exact classes: a subclass may change what `call` computes without changing `export_call`.
 EXPORT_FORMS = (Stem, MBConvBlock, TransformerBlock)
 
@@ -32,11 +35,15 @@ class Options:
     def resolve(self, fmt=None):
         """The `ExportOptions` for export format ``fmt`` (None: float): "auto" gives float formats and the CPU
         int8 formats (attention in float islands) batched attention and the constant bias, the integer-only
-        formats per-head attention and the table (a smaller file)."""
+        formats per-head attention, int16x8 the table (a smaller file), int8_full the constant bias (its only
+        choice: ``CONSTANT_BIAS_ONLY_FORMATS``)."""
         attention = self.attention
         if attention == "auto":
             attention = "per_head" if fmt in PER_HEAD_FORMATS else "batched"
         rel_bias = self.rel_bias
+        if fmt in CONSTANT_BIAS_ONLY_FORMATS and rel_bias == "table":
+            raise ExportError(f"{fmt} needs rel_bias 'constant' (the LiteRT Quantizer cannot quantize the TILE / ABS "
+                              "/ MINIMUM of the 'table' expansion)")
         if rel_bias == "auto":
             rel_bias = "constant" if fmt in CONSTANT_BIAS_FORMATS else "table"
         return ExportOptions(self.gelu, attention, rel_bias)

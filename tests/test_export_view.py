@@ -7,6 +7,7 @@ from test_export_forms import randomize, tiny
 
 import keras_coatnet
 from export import graph
+from export.errors import ExportError
 
 
 # paper blocks; pre-norm act + early SE + no shortcut bias; BatchNorm transformer; pool stride + MLP bias;
@@ -41,7 +42,10 @@ def test_auto_options_pick_per_format():
     auto = graph.Options()
     assert auto.resolve("fp32").as_dict() == {"gelu": "exact", "attention": "batched", "rel_bias": "constant"}
     assert auto.resolve("fp16").as_dict()["rel_bias"] == "table"
-    assert auto.resolve("int8_full").as_dict() == {"gelu": "exact", "attention": "per_head", "rel_bias": "table"}
+    assert auto.resolve("int8_full").as_dict() == {"gelu": "exact", "attention": "per_head", "rel_bias": "constant"}
+    assert auto.resolve("int16x8").as_dict() == {"gelu": "exact", "attention": "per_head", "rel_bias": "table"}
+    with pytest.raises(ExportError, match="int8_full needs rel_bias 'constant'"):
+        graph.Options(rel_bias="table").resolve("int8_full")
     for cpu_int8 in ("int8", "qat_int8"):  # attention in float islands: batched, constant bias
         assert auto.resolve(cpu_int8).as_dict() == {"gelu": "exact", "attention": "batched", "rel_bias": "constant"}
     assert graph.Options(attention="batched").resolve("int8_full").attention == "batched"  # explicit choices stay
